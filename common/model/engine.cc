@@ -1,0 +1,279 @@
+// The llama forward pass over a layer range and a batch (see engine.h). Matrix products go
+// through MatMul, which reads each weight once for the whole batch; the rest (norms, RoPE,
+// attention, SwiGLU) is plain float code that follows llama2.c's arithmetic.
+#include "common/model/engine.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+
+namespace tandem::model {
+namespace {
+
+void Resize(std::vector<float>* v, size_t n) {
+  if (v->size() < n) v->resize(n);
+}
+
+}  // namespace
+
+Engine::Engine(const Model& model, ThreadPool* pool) : model_(model), pool_(pool) {
+  const ModelConfig& c = model_.config();
+  // Inverse RoPE frequencies, computed as llama2.c does: 1 / theta^(i / rope_dim), i even.
+  inv_freq_.resize(c.rope_dim / 2);
+  for (int p = 0; p < c.rope_dim / 2; ++p) {
+    inv_freq_[p] = 1.0f / powf(c.rope_theta, static_cast<float>(2 * p) / static_cast<float>(c.rope_dim));
+  }
+  scores_.resize(pool_ ? pool_->size() : 1);
+}
+
+void Engine::RmsNorm(const float* x, const float* weight, int T, float* out) const {
+  const int dim = model_.config().dim;
+  const float eps = model_.config().norm_eps;
+  for (int t = 0; t < T; ++t) {
+    const float* xi = x + static_cast<size_t>(t) * dim;
+    float* o = out + static_cast<size_t>(t) * dim;
+    float ss = 0.0f;
+    for (int j = 0; j < dim; ++j) ss += xi[j] * xi[j];
+    ss /= static_cast<float>(dim);
+    ss += eps;
+    ss = 1.0f / sqrtf(ss);
+    for (int j = 0; j < dim; ++j) o[j] = weight[j] * (ss * xi[j]);
+  }
+}
+
+void Engine::Rope(float* vec, int n_heads, int T) const {
+  const ModelConfig& c = model_.config();
+  const int half = c.rope_dim / 2;
+  for (int t = 0; t < T; ++t) {
+    const float* cs = rope_cos_.data() + static_cast<size_t>(t) * half;
+    const float* sn = rope_sin_.data() + static_cast<size_t>(t) * half;
+    for (int h = 0; h < n_heads; ++h) {
+      float* v = vec + (static_cast<size_t>(t) * n_heads + h) * c.head_dim;
+      // Adjacent pairs (v[2p], v[2p+1]) rotate by pos * inv_freq[p], as in llama2.c and
+      // llama.cpp's "normal" RoPE for the llama architecture.
+      for (int p = 0; p < half; ++p) {
+        float v0 = v[2 * p], v1 = v[2 * p + 1];
+        v[2 * p] = v0 * cs[p] - v1 * sn[p];
+        v[2 * p + 1] = v0 * sn[p] + v1 * cs[p];
+      }
+    }
+  }
+}
+
+void Engine::Attention(int layer, const KvCache& cache, int base, int T) {
+  const ModelConfig& c = model_.config();
+  const int hd = c.head_dim;
+  const int group = c.n_heads / c.n_kv_heads;
+  const float scale = 1.0f / sqrtf(static_cast<float>(hd));
+  for (auto& s : scores_) Resize(&s, static_cast<size_t>(base + T));
+
+  auto task = [&](int64_t job, int thread) {
+    const int i = static_cast<int>(job / c.n_heads);
+    const int h = static_cast<int>(job % c.n_heads);
+    const int kvh = h / group;
+    const float* q = q_.data() + (static_cast<size_t>(i) * c.n_heads + h) * hd;
+    float* out = att_.data() + (static_cast<size_t>(i) * c.n_heads + h) * hd;
+    float* sc = scores_[thread].data();
+    // Visible slots: the whole cached prefix, then the item's ancestors in the batch.
+    const int n_batch = chain_ ? i + 1 : static_cast<int>(visible_[i].size());
+    const int n = base + n_batch;
+    auto slot_of = [&](int s) {
+      return s < base ? s : base + (chain_ ? s - base : visible_[i][s - base]);
+    };
+    float max_score = -INFINITY;
+    for (int s = 0; s < n; ++s) {
+      const float* k = cache.Key(layer, slot_of(s)) + kvh * hd;
+      float dot = 0.0f;
+      for (int d = 0; d < hd; ++d) dot += q[d] * k[d];
+      sc[s] = dot * scale;
+      max_score = std::max(max_score, sc[s]);
+    }
+    float sum = 0.0f;
+    for (int s = 0; s < n; ++s) {
+      sc[s] = expf(sc[s] - max_score);
+      sum += sc[s];
+    }
+    const float inv = 1.0f / sum;
+    std::fill(out, out + hd, 0.0f);
+    for (int s = 0; s < n; ++s) {
+      const float* v = cache.Value(layer, slot_of(s)) + kvh * hd;
+      const float a = sc[s] * inv;
+      for (int d = 0; d < hd; ++d) out[d] += a * v[d];
+    }
+  };
+  const int64_t jobs = static_cast<int64_t>(T) * c.n_heads;
+  if (pool_ != nullptr && jobs > 1 && static_cast<int64_t>(base + T) * jobs > 4096) {
+    pool_->ParallelFor(jobs, task);
+  } else {
+    for (int64_t j = 0; j < jobs; ++j) task(j, 0);
+  }
+}
+
+void Engine::Head(const float* hidden, int T, float* logits) {
+  const ModelConfig& c = model_.config();
+  Resize(&xb_, static_cast<size_t>(T) * c.dim);
+  RmsNorm(hidden, model_.output_norm(), T, xb_.data());
+  MatMul(model_.classifier(), xb_.data(), T, logits, pool_);
+}
+
+absl::Status Engine::Forward(const ForwardRequest& req, KvCache* cache, ForwardResult* result) {
+  const ModelConfig& c = model_.config();
+  const int a = req.layer_begin;
+  const int b = req.layer_end < 0 ? c.n_layers : req.layer_end;
+  if (a < 0 || b > c.n_layers || a >= b) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("layer range [", a, ", ", b, ") is not inside [0, ", c.n_layers, ")"));
+  }
+  if (cache->layer_begin() != a || cache->layer_end() != b) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "KV cache holds layers [", cache->layer_begin(), ", ", cache->layer_end(),
+        ") but the request runs [", a, ", ", b, ")"));
+  }
+  // Batch size and input.
+  int T = 0;
+  if (a == 0) {
+    if (!req.hidden.empty()) return absl::InvalidArgumentError("layer 0 takes token ids, not hidden states");
+    T = static_cast<int>(req.tokens.size());
+    for (int i = 0; i < T; ++i) {
+      if (req.tokens[i] < 0 || req.tokens[i] >= c.vocab_size) {
+        return absl::InvalidArgumentError(absl::StrCat("token id ", req.tokens[i], " at batch index ",
+                                                       i, " is outside the vocabulary [0, ",
+                                                       c.vocab_size, ")"));
+      }
+    }
+  } else {
+    if (!req.tokens.empty()) return absl::InvalidArgumentError(absl::StrCat("layer ", a, " takes hidden states, not token ids"));
+    if (req.hidden.size() % c.dim != 0) {
+      return absl::InvalidArgumentError(absl::StrCat("hidden states hold ", req.hidden.size(),
+                                                     " floats, not a multiple of dim ", c.dim));
+    }
+    T = static_cast<int>(req.hidden.size() / c.dim);
+    for (size_t j = 0; j < req.hidden.size(); ++j) {
+      if (!std::isfinite(req.hidden[j])) {
+        return absl::InvalidArgumentError(absl::StrCat("hidden state value ", j, " of row ",
+                                                       j / c.dim, " is not finite"));
+      }
+    }
+  }
+  if (T == 0) return absl::InvalidArgumentError("empty batch");
+  const int base = cache->length();
+  if (T > cache->capacity() - base) {
+    return absl::ResourceExhaustedError(absl::StrCat("KV cache full: ", base, " of ",
+                                                     cache->capacity(), " positions used, ", T,
+                                                     " more requested"));
+  }
+  // Mask and positions.
+  positions_.resize(T);
+  chain_ = true;
+  if (!req.parents.empty()) {
+    if (static_cast<int>(req.parents.size()) != T) {
+      return absl::InvalidArgumentError(absl::StrCat("parents has ", req.parents.size(),
+                                                     " entries for a batch of ", T));
+    }
+    for (int i = 0; i < T; ++i) {
+      int p = req.parents[i];
+      if (p < -1 || p >= i) {
+        return absl::InvalidArgumentError(absl::StrCat("parents[", i, "] = ", p,
+                                                       " must be -1 or an earlier batch index"));
+      }
+      if (p != i - 1) chain_ = false;
+    }
+  }
+  if (chain_) {
+    for (int i = 0; i < T; ++i) positions_[i] = base + i;
+  } else {
+    if (visible_.size() < static_cast<size_t>(T)) visible_.resize(T);
+    for (int i = 0; i < T; ++i) {
+      int p = req.parents[i];
+      std::vector<int32_t>& vis = visible_[i];
+      vis.clear();
+      if (p >= 0) vis = visible_[p];  // ancestors of the parent, ascending
+      vis.push_back(i);
+      positions_[i] = base + static_cast<int>(vis.size()) - 1;
+    }
+  }
+  // RoPE tables for this batch's positions.
+  const int half = c.rope_dim / 2;
+  Resize(&rope_cos_, static_cast<size_t>(T) * half);
+  Resize(&rope_sin_, static_cast<size_t>(T) * half);
+  for (int i = 0; i < T; ++i) {
+    for (int p = 0; p < half; ++p) {
+      float angle = static_cast<float>(positions_[i]) * inv_freq_[p];
+      rope_cos_[static_cast<size_t>(i) * half + p] = cosf(angle);
+      rope_sin_[static_cast<size_t>(i) * half + p] = sinf(angle);
+    }
+  }
+
+  const size_t Td = static_cast<size_t>(T);
+  Resize(&x_, Td * c.dim);
+  Resize(&xb_, Td * std::max(c.dim, c.q_dim()));
+  Resize(&q_, Td * c.q_dim());
+  Resize(&k_, Td * c.kv_dim());
+  Resize(&v_, Td * c.kv_dim());
+  Resize(&att_, Td * c.q_dim());
+  Resize(&hb_, Td * c.hidden_dim);
+  Resize(&hb2_, Td * c.hidden_dim);
+  float* x = x_.data();
+  if (a == 0) {
+    const MatView& emb = model_.token_embedding();
+    const size_t row_bytes = RowBytes(emb.type, c.dim);
+    for (int i = 0; i < T; ++i) {
+      DequantizeRow(emb.type, static_cast<const uint8_t*>(emb.data) + row_bytes * req.tokens[i],
+                    x + static_cast<size_t>(i) * c.dim, c.dim);
+    }
+  } else {
+    std::memcpy(x, req.hidden.data(), Td * c.dim * sizeof(float));
+  }
+
+  for (int l = a; l < b; ++l) {
+    const LayerWeights& w = model_.layer(l);
+    // Attention block: x += Wo · attn(RoPE(Wq·n(x)), RoPE(Wk·n(x)), Wv·n(x)).
+    RmsNorm(x, w.attn_norm, T, xb_.data());
+    MatMul(w.wq, xb_.data(), T, q_.data(), pool_);
+    MatMul(w.wk, xb_.data(), T, k_.data(), pool_);
+    MatMul(w.wv, xb_.data(), T, v_.data(), pool_);
+    Rope(q_.data(), c.n_heads, T);
+    Rope(k_.data(), c.n_kv_heads, T);
+    for (int i = 0; i < T; ++i) {
+      std::memcpy(cache->Key(l, base + i), k_.data() + static_cast<size_t>(i) * c.kv_dim(),
+                  c.kv_dim() * sizeof(float));
+      std::memcpy(cache->Value(l, base + i), v_.data() + static_cast<size_t>(i) * c.kv_dim(),
+                  c.kv_dim() * sizeof(float));
+    }
+    Attention(l, *cache, base, T);
+    MatMul(w.wo, att_.data(), T, xb_.data(), pool_);
+    for (size_t j = 0; j < Td * c.dim; ++j) x[j] += xb_[j];
+
+    // Feed-forward block: x += W2 · (silu(W1·n(x)) * W3·n(x)).
+    RmsNorm(x, w.ffn_norm, T, xb_.data());
+    MatMul(w.w1, xb_.data(), T, hb_.data(), pool_);
+    MatMul(w.w3, xb_.data(), T, hb2_.data(), pool_);
+    for (size_t j = 0; j < Td * c.hidden_dim; ++j) {
+      float val = hb_[j];
+      val *= 1.0f / (1.0f + expf(-val));
+      hb_[j] = val * hb2_[j];
+    }
+    MatMul(w.w2, hb_.data(), T, xb_.data(), pool_);
+    for (size_t j = 0; j < Td * c.dim; ++j) x[j] += xb_[j];
+  }
+  cache->Extend(T);
+
+  const bool head = (b == c.n_layers || req.early_exit) && req.logits != LogitsMode::kNone;
+  result->is_logits = head;
+  if (!head) {
+    result->rows = T;
+    result->cols = c.dim;
+    result->data.assign(x, x + Td * c.dim);
+    return absl::OkStatus();
+  }
+  const int first = req.logits == LogitsMode::kLast ? T - 1 : 0;
+  result->rows = T - first;
+  result->cols = c.vocab_size;
+  result->data.resize(static_cast<size_t>(result->rows) * c.vocab_size);
+  Head(x + static_cast<size_t>(first) * c.dim, result->rows, result->data.data());
+  return absl::OkStatus();
+}
+
+}  // namespace tandem::model

@@ -1,0 +1,94 @@
+// The forward pass: one entry point that runs layers [a, b) of a model over a batch of T
+// positions, for every use Tandem has. Decoding is T = 1; prefill is a chain of T prompt tokens;
+// chain verification is a chain of draft tokens; tree verification passes parent indices; the
+// edge/cloud split runs [0, k) on one side (tokens in, hidden states out) and [k, N) on the other
+// (hidden states in, logits out); an early-exit draft runs [0, k) and applies the final head.
+//
+// Attention mask: batch item i sees every slot already in the cache plus its own ancestors in the
+// batch (itself, parents[i], parents[parents[i]], ...). Item i sits at position
+// cache.length() + depth(i). New keys/values go to slots cache.length() + i.
+//
+// Thread-safety: an Engine holds scratch buffers and is used by one thread at a time. Several
+// Engines may share one const Model. The ThreadPool must not be used by anyone else during a call.
+#ifndef TANDEM_COMMON_MODEL_ENGINE_H_
+#define TANDEM_COMMON_MODEL_ENGINE_H_
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "common/model/kv_cache.h"
+#include "common/model/model.h"
+#include "common/model/thread_pool.h"
+
+namespace tandem::model {
+
+enum class LogitsMode {
+  kAll,   // logits for every batch row (verification)
+  kLast,  // logits for the last row only (prefill, decoding)
+  kNone,  // no head: return the final hidden states (pre-norm) even after the last layer
+};
+
+struct ForwardRequest {
+  int layer_begin = 0;
+  int layer_end = -1;  // -1: the model's last layer
+  // Input: token ids when layer_begin == 0 ...
+  std::span<const int32_t> tokens;
+  // ... or hidden states, T rows of config.dim floats, when layer_begin > 0.
+  std::span<const float> hidden;
+  // Empty: a causal chain. Otherwise parents[i] in [-1, i); -1 attaches item i to the cache.
+  std::span<const int32_t> parents;
+  // What to return when the pass ends at the last layer (or early_exit is set).
+  LogitsMode logits = LogitsMode::kAll;
+  // Apply the final norm and classifier after layer_end even when it is not the last layer
+  // (the early-exit draft).
+  bool early_exit = false;
+};
+
+struct ForwardResult {
+  bool is_logits = false;  // logits (cols = vocab) or hidden states (cols = dim)
+  int rows = 0;
+  int cols = 0;
+  std::vector<float> data;  // rows x cols, row-major
+  std::span<const float> Row(int r) const {
+    return {data.data() + static_cast<size_t>(r) * cols, static_cast<size_t>(cols)};
+  }
+};
+
+class Engine {
+ public:
+  // `model` must outlive the engine; `pool` may be null (one thread).
+  Engine(const Model& model, ThreadPool* pool);
+
+  // Runs the request against `cache`, which must hold exactly the layers the request runs, and
+  // appends T slots to it. Errors (nothing is modified): InvalidArgument for token ids outside
+  // the vocabulary, a malformed parent list, hidden states of the wrong size or not finite, or a
+  // cache for other layers; ResourceExhausted when the cache lacks room for T more positions.
+  absl::Status Forward(const ForwardRequest& request, KvCache* cache, ForwardResult* result);
+
+  // Final RMSNorm + classifier over T rows of hidden states (dim wide) into T x vocab logits.
+  void Head(const float* hidden, int T, float* logits);
+
+  const Model& model() const { return model_; }
+  ThreadPool* pool() const { return pool_; }
+
+ private:
+  void RmsNorm(const float* x, const float* weight, int T, float* out) const;
+  void Rope(float* vec, int n_heads, int T) const;  // uses rope_cos_/rope_sin_
+  void Attention(int layer, const KvCache& cache, int base, int T);
+
+  const Model& model_;
+  ThreadPool* pool_;
+  // Scratch, reused across calls.
+  std::vector<float> x_, xb_, q_, k_, v_, att_, hb_, hb2_;
+  std::vector<int32_t> positions_;
+  std::vector<float> rope_cos_, rope_sin_, inv_freq_;
+  std::vector<std::vector<int32_t>> visible_;  // tree only: batch ancestors of each item
+  bool chain_ = true;
+  std::vector<std::vector<float>> scores_;     // per pool thread
+};
+
+}  // namespace tandem::model
+
+#endif  // TANDEM_COMMON_MODEL_ENGINE_H_
