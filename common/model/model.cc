@@ -124,6 +124,10 @@ absl::Status Model::LoadLlama2c(const ModelLoadOptions& options,
   RETURN_IF_ERROR(CheckRange("n_kv_heads", c.n_kv_heads, 1, c.n_heads));
   RETURN_IF_ERROR(CheckRange("vocab_size", c.vocab_size, 1, kMaxVocab));
   RETURN_IF_ERROR(CheckRange("seq_len", c.max_seq_len, 1, kMaxSeqLen));
+  if (c.n_heads % c.n_kv_heads != 0) {
+    return err(absl::StrCat("n_heads ", c.n_heads, " is not a multiple of n_kv_heads ",
+                            c.n_kv_heads));
+  }
   if (c.dim % c.n_heads != 0) return err(absl::StrCat("dim ", c.dim, " is not a multiple of n_heads ", c.n_heads));
   c.head_dim = c.dim / c.n_heads;
   if (c.head_dim % 2 != 0) return err(absl::StrCat("head size ", c.head_dim, " is odd"));
@@ -237,6 +241,10 @@ absl::Status Model::LoadGguf() {
   ASSIGN_OR_RETURN(c.n_heads, get_int(a + ".attention.head_count", 1, kMaxHeads, std::nullopt));
   ASSIGN_OR_RETURN(c.n_kv_heads, get_int(a + ".attention.head_count_kv", 1, c.n_heads, c.n_heads));
   ASSIGN_OR_RETURN(c.max_seq_len, get_int(a + ".context_length", 1, kMaxSeqLen, 2048));
+  if (c.n_heads % c.n_kv_heads != 0) {  // GQA maps query head h to kv head h / (heads / kv)
+    return err(absl::StrCat("head_count ", c.n_heads, " is not a multiple of head_count_kv ",
+                            c.n_kv_heads));
+  }
   if (c.dim % c.n_heads != 0 && !g.Find(a + ".attention.key_length")) {
     return err(absl::StrCat("embedding_length ", c.dim, " is not a multiple of head_count ",
                             c.n_heads));
