@@ -27,8 +27,7 @@ struct Options {
   double seconds = 0.25;    // measuring time per (shape, type, T)
   double bw_seconds = 1.0;  // measuring time for the read bandwidth
   std::string json_path;    // empty: no JSON
-  std::vector<GgmlType> types = {GgmlType::kF32, GgmlType::kF16, GgmlType::kQ8_0,
-                                 GgmlType::kQ4_0};
+  std::vector<GgmlType> types = {GgmlType::kF32, GgmlType::kF16, GgmlType::kQ8_0, GgmlType::kQ4_0};
 };
 
 constexpr int kBatchSizes[] = {1, 2, 4, 5, 8, 16};
@@ -59,8 +58,7 @@ struct Result {
 };
 
 double NowSeconds() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
 // Quantized random rows for a rows x cols matrix of type t (values ~ N(0, 0.05), like weights).
@@ -137,8 +135,7 @@ int Run(const Options& opt) {
   ThreadPool pool(opt.threads);
   const double bandwidth = MeasureReadBandwidth(&pool, opt.bw_seconds);
   std::printf("simd=%s threads=%d read_bandwidth=%.2f GB/s\n",
-              std::string(SimdLevelName(ActiveSimdLevel())).c_str(), opt.threads,
-              bandwidth / 1e9);
+              std::string(SimdLevelName(ActiveSimdLevel())).c_str(), opt.threads, bandwidth / 1e9);
 
   const Shape shapes[] = {{"768x768", 768, 768},
                           {"2048x768", 2048, 768},
@@ -155,20 +152,24 @@ int Run(const Options& opt) {
       std::vector<uint8_t> one = RandomMatrix(type, s.rows, s.cols, seed++);
       const size_t copies = std::max<size_t>(1, (kMinStreamBytes + one.size() - 1) / one.size());
       std::vector<uint8_t> many(one.size() * copies);
-      for (size_t c = 0; c < copies; ++c) std::memcpy(many.data() + c * one.size(), one.data(), one.size());
+      for (size_t c = 0; c < copies; ++c)
+        std::memcpy(many.data() + c * one.size(), one.data(), one.size());
       storage.push_back(std::move(many));
       const uint8_t* base = storage.back().data();
       Workload w{s.name, {}, one.size(), s.cols, s.rows};
       // Each pass uses the next replica; the workload's `mats` lists them all and a pass
       // picks one (see below), so successive calls never hit a cache-warm matrix.
-      for (size_t c = 0; c < copies; ++c) w.mats.push_back({type, base + c * one.size(), s.rows, s.cols});
+      for (size_t c = 0; c < copies; ++c)
+        w.mats.push_back({type, base + c * one.size(), s.rows, s.cols});
       workloads.push_back(std::move(w));
     }
     // The decode step: per layer wq, wk, wv, wo (768x768), w1, w3 (2048x768), w2 (768x2048),
     // then the classifier (32000x768). Distinct replicas stand in for the 12 layers' weights.
     for (int layer = 0; layer < 12; ++layer) {
-      for (int k = 0; k < 4; ++k) model.mats.push_back(workloads[0].mats[(layer * 4 + k) % workloads[0].mats.size()]);
-      for (int k = 0; k < 2; ++k) model.mats.push_back(workloads[1].mats[(layer * 2 + k) % workloads[1].mats.size()]);
+      for (int k = 0; k < 4; ++k)
+        model.mats.push_back(workloads[0].mats[(layer * 4 + k) % workloads[0].mats.size()]);
+      for (int k = 0; k < 2; ++k)
+        model.mats.push_back(workloads[1].mats[(layer * 2 + k) % workloads[1].mats.size()]);
       model.mats.push_back(workloads[2].mats[layer % workloads[2].mats.size()]);
     }
     model.mats.push_back(workloads[3].mats[0]);
@@ -226,8 +227,8 @@ int Run(const Options& opt) {
       std::fprintf(f,
                    "    {\"workload\": \"%s\", \"type\": \"%s\", \"weight_bytes\": %zu, "
                    "\"t1_gb_per_s\": %.3f, \"t1_fraction_of_bandwidth\": %.4f,\n     \"us\": {",
-                   r.workload.c_str(), std::string(GgmlTypeName(r.type)).c_str(),
-                   r.bytes_per_pass, gbs, gbs * 1e9 / bandwidth);
+                   r.workload.c_str(), std::string(GgmlTypeName(r.type)).c_str(), r.bytes_per_pass,
+                   gbs, gbs * 1e9 / bandwidth);
       for (size_t bi = 0; bi < std::size(kBatchSizes); ++bi) {
         std::fprintf(f, "%s\"%d\": %.2f", bi ? ", " : "", kBatchSizes[bi], r.us[bi]);
       }

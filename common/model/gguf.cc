@@ -269,6 +269,7 @@ absl::StatusOr<std::unique_ptr<GgufFile>> GgufFile::Parse(std::span<const uint8_
   }
 
   f->kv_.reserve(n_kv);
+  f->kv_index_.reserve(n_kv);
   for (uint64_t k = 0; k < n_kv; ++k) {
     ASSIGN_OR_RETURN(std::string_view key, r.ReadString("metadata key", limits.max_string));
     if (key.empty()) return absl::InvalidArgumentError(absl::StrCat("GGUF metadata key ", k, " is empty"));
@@ -278,21 +279,25 @@ absl::StatusOr<std::unique_ptr<GgufFile>> GgufFile::Parse(std::span<const uint8_
           absl::StrCat("GGUF key '", std::string(key), "' has unknown value type ", type));
     }
     ASSIGN_OR_RETURN(GgufValue v, ReadValue(r, static_cast<GgufType>(type), limits, absl::string_view(key.data(), key.size())));
-    if (f->Find(key) != nullptr) {
+    // A hash index, not a scan: a linear search per key is quadratic in a hostile key count.
+    if (!f->kv_index_.emplace(std::string(key), f->kv_.size()).second) {
       return absl::InvalidArgumentError(absl::StrCat("GGUF key '", std::string(key), "' appears twice"));
     }
     f->kv_.emplace_back(std::string(key), std::move(v));
   }
 
   if (const GgufValue* a = f->Find("general.alignment"); a != nullptr) {
-    if (!IsIntegerType(a->type) || a->type == GgufType::kBool || a->i <= 0 || a->i > (1 << 20) ||
+    // The spec asks for a multiple of 8; a power of two keeps offsets simple to check.
+    if (!IsIntegerType(a->type) || a->type == GgufType::kBool || a->i < 8 || a->i > (1 << 20) ||
         (a->i & (a->i - 1)) != 0) {
-      return absl::InvalidArgumentError("general.alignment must be a power of two up to 2^20");
+      return absl::InvalidArgumentError(
+          absl::StrCat("general.alignment ", a->i, " must be a power of two in [8, 2^20]"));
     }
     f->alignment_ = static_cast<uint64_t>(a->i);
   }
 
   f->tensors_.reserve(n_tensors);
+  f->tensor_index_.reserve(n_tensors);
   for (uint64_t k = 0; k < n_tensors; ++k) {
     GgufTensorInfo t;
     ASSIGN_OR_RETURN(std::string_view name, r.ReadString("tensor name", limits.max_string));
@@ -305,7 +310,8 @@ absl::StatusOr<std::unique_ptr<GgufFile>> GgufFile::Parse(std::span<const uint8_
     uint64_t elements = 1;
     for (uint32_t d = 0; d < n_dims; ++d) {
       ASSIGN_OR_RETURN(uint64_t dim, r.Read<uint64_t>("tensor dim"));
-      if (dim == 0 || dim > (1ull << 40) || elements > (1ull << 62) / dim) {
+      // At most 2^60 elements, so that the byte size (<= 4 bytes per element) cannot wrap.
+      if (dim == 0 || dim > (1ull << 40) || elements > (1ull << 60) / dim) {
         return absl::InvalidArgumentError(
             absl::StrCat("tensor '", t.name, "' has absurd dimension ", dim));
       }
@@ -331,7 +337,7 @@ absl::StatusOr<std::unique_ptr<GgufFile>> GgufFile::Parse(std::span<const uint8_
                                                      " is not aligned to ", f->alignment_));
     }
     t.bytes = RowBytes(t.type, t.dims[0]) * (elements / t.dims[0]);
-    if (f->FindTensor(t.name) != nullptr) {
+    if (!f->tensor_index_.emplace(t.name, f->tensors_.size()).second) {
       return absl::InvalidArgumentError(absl::StrCat("tensor '", t.name, "' appears twice"));
     }
     f->tensors_.push_back(std::move(t));
@@ -360,17 +366,13 @@ absl::StatusOr<std::unique_ptr<GgufFile>> GgufFile::Parse(std::span<const uint8_
 }
 
 const GgufValue* GgufFile::Find(std::string_view key) const {
-  for (const auto& [k, v] : kv_) {
-    if (k == key) return &v;
-  }
-  return nullptr;
+  auto it = kv_index_.find(absl::string_view(key.data(), key.size()));
+  return it == kv_index_.end() ? nullptr : &kv_[it->second].second;
 }
 
 const GgufTensorInfo* GgufFile::FindTensor(std::string_view name) const {
-  for (const GgufTensorInfo& t : tensors_) {
-    if (t.name == name) return &t;
-  }
-  return nullptr;
+  auto it = tensor_index_.find(absl::string_view(name.data(), name.size()));
+  return it == tensor_index_.end() ? nullptr : &tensors_[it->second];
 }
 
 namespace {

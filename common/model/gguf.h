@@ -14,6 +14,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "common/model/ggml_types.h"
@@ -90,6 +91,9 @@ class GgufFile {
   uint64_t data_offset_ = 0;
   std::vector<std::pair<std::string, GgufValue>> kv_;
   std::vector<GgufTensorInfo> tensors_;
+  // Name -> index, so lookups stay O(1) however many entries a (hostile) file declares.
+  absl::flat_hash_map<std::string, size_t> kv_index_;
+  absl::flat_hash_map<std::string, size_t> tensor_index_;
 };
 
 // Builds a GGUF v3 file in memory. Keys and tensors are written in the order added.

@@ -183,27 +183,36 @@ constexpr size_t kMinParallelBytes = 32 * 1024;
 
 namespace kernels_internal {
 
+namespace {
+size_t Align64(size_t n) { return (n + 63) & ~size_t{63}; }
+int64_t PaddedBlocks(int64_t n_blocks) {
+  return (n_blocks + kGroupBlocks - 1) / kGroupBlocks * kGroupBlocks;
+}
+}  // namespace
+
 size_t QuantizedActsBytes(int T, int64_t n_blocks) {
-  const size_t pb = static_cast<size_t>((n_blocks + 1) & ~int64_t{1});
-  auto align = [](size_t n) { return (n + 63) & ~size_t{63}; };
-  return align(T * pb * kQK) + align(T * pb * sizeof(float)) +
-         align(T * pb * 8 * sizeof(float)) + align(T * pb * 8 * sizeof(int32_t));
+  const size_t n = static_cast<size_t>(T) * PaddedBlocks(n_blocks);  // blocks in all rows
+  return 2 * Align64(n * kQK) + Align64(n * sizeof(float)) + Align64(n * 8 * sizeof(int32_t)) +
+         Align64(n * 2 * sizeof(int32_t)) + Align64(n * 2 * sizeof(float));
 }
 
 QuantizedActs LayoutQuantizedActs(void* scratch, int T, int64_t n_blocks) {
   QuantizedActs a;
   a.n_blocks = n_blocks;
-  a.padded_blocks = (n_blocks + 1) & ~int64_t{1};
-  const size_t pb = static_cast<size_t>(a.padded_blocks);
-  auto align = [](size_t n) { return (n + 63) & ~size_t{63}; };
+  a.padded_blocks = PaddedBlocks(n_blocks);
+  const size_t n = static_cast<size_t>(T) * a.padded_blocks;
   auto* p = static_cast<uint8_t*>(scratch);
-  a.qs = reinterpret_cast<int8_t*>(p);
-  p += align(T * pb * kQK);
-  a.d = reinterpret_cast<float*>(p);
-  p += align(T * pb * sizeof(float));
-  a.d_lanes = reinterpret_cast<float*>(p);
-  p += align(T * pb * 8 * sizeof(float));
-  a.corr = reinterpret_cast<int32_t*>(p);
+  auto take = [&p](size_t bytes) {
+    uint8_t* q = p;
+    p += Align64(bytes);
+    return q;
+  };
+  a.qs = reinterpret_cast<int8_t*>(take(n * kQK));
+  a.d = reinterpret_cast<float*>(take(n * sizeof(float)));
+  a.corr = reinterpret_cast<int32_t*>(take(n * 8 * sizeof(int32_t)));
+  a.xt = reinterpret_cast<int8_t*>(take(n * kQK));
+  a.xt_corr = reinterpret_cast<int32_t*>(take(n * 2 * sizeof(int32_t)));
+  a.xt_d = reinterpret_cast<float*>(take(n * 2 * sizeof(float)));
   return a;
 }
 
@@ -218,9 +227,8 @@ void QuantizeActsScalar(const float* x, int T, int offset, QuantizedActs* a) {
       std::memcpy(a->qs + i * kQK, blk.qs, kQK);
       a->d[i] = Fp16ToFp32(blk.d);
       for (int g = 0; g < 8; ++g) {
-        a->d_lanes[i * 8 + g] = a->d[i];
-        a->corr[i * 8 + g] = -offset * (blk.qs[4 * g] + blk.qs[4 * g + 1] + blk.qs[4 * g + 2] +
-                                        blk.qs[4 * g + 3]);
+        const int8_t* q = blk.qs + 4 * g;
+        a->corr[i * 8 + g] = -offset * (q[0] + q[1] + q[2] + q[3]);
       }
     }
   }
@@ -289,7 +297,8 @@ void MatMul(const MatView& w, const float* x, int T, float* y, ThreadPool* pool)
     rows_fn(w, x, acts, T, y, 0, w.rows);
     return;
   }
-  int64_t rows_per_task = (w.rows + n_threads * kTasksPerThread - 1) / (n_threads * kTasksPerThread);
+  int64_t rows_per_task =
+      (w.rows + n_threads * kTasksPerThread - 1) / (n_threads * kTasksPerThread);
   rows_per_task = std::max(kMinRowsPerTask, (rows_per_task + 3) & ~int64_t{3});
   const int64_t n_tasks = (w.rows + rows_per_task - 1) / rows_per_task;
   pool->ParallelFor(n_tasks, [&](int64_t task, int) {

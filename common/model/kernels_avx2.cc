@@ -20,14 +20,29 @@ inline void ForEachTGroup(int T, F&& f) {
   int t0 = 0;
   for (; t0 + kMaxTB <= T; t0 += kMaxTB) f(std::integral_constant<int, kMaxTB>{}, t0);
   switch (T - t0) {
-    case 1: f(std::integral_constant<int, 1>{}, t0); break;
-    case 2: f(std::integral_constant<int, 2>{}, t0); break;
-    case 3: f(std::integral_constant<int, 3>{}, t0); break;
-    case 4: f(std::integral_constant<int, 4>{}, t0); break;
-    case 5: f(std::integral_constant<int, 5>{}, t0); break;
-    case 6: f(std::integral_constant<int, 6>{}, t0); break;
-    case 7: f(std::integral_constant<int, 7>{}, t0); break;
-    default: break;
+    case 1:
+      f(std::integral_constant<int, 1>{}, t0);
+      break;
+    case 2:
+      f(std::integral_constant<int, 2>{}, t0);
+      break;
+    case 3:
+      f(std::integral_constant<int, 3>{}, t0);
+      break;
+    case 4:
+      f(std::integral_constant<int, 4>{}, t0);
+      break;
+    case 5:
+      f(std::integral_constant<int, 5>{}, t0);
+      break;
+    case 6:
+      f(std::integral_constant<int, 6>{}, t0);
+      break;
+    case 7:
+      f(std::integral_constant<int, 7>{}, t0);
+      break;
+    default:
+      break;
   }
 }
 
@@ -81,8 +96,8 @@ inline void DenseRow(const W* row, const float* x, int64_t cols, float* out) {
 }
 
 template <typename W>
-void RowsDense(const MatView& w, const float* x, const QuantizedActs&, int T, float* y,
-               int64_t r0, int64_t r1) {
+void RowsDense(const MatView& w, const float* x, const QuantizedActs&, int T, float* y, int64_t r0,
+               int64_t r1) {
   const W* base = static_cast<const W*>(w.data);
   for (int64_t r = r0; r < r1; ++r) {
     ForEachTGroup(T, [&](auto tb, int t0) {
@@ -111,8 +126,8 @@ inline void Q8Row(const BlockQ8_0* row, const QuantizedActs& a, int t0, float* o
     const __m256 dw = _mm256_set1_ps(_cvtsh_ss(row[b].d));
     for (int t = 0; t < TB; ++t) {
       const int64_t i = (t0 + t) * pb + b;
-      const __m256i xs = _mm256_sign_epi8(
-          _mm256_load_si256(reinterpret_cast<const __m256i*>(a.qs + i * kQK)), w);
+      const __m256i xs =
+          _mm256_sign_epi8(_mm256_load_si256(reinterpret_cast<const __m256i*>(a.qs + i * kQK)), w);
       const __m256i s = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, xs), ones16);
       const __m256 scale = _mm256_mul_ps(dw, _mm256_broadcast_ss(a.d + i));
       acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), scale, acc[t]);
@@ -138,9 +153,9 @@ inline void Q4Row(const BlockQ4_0* row, const QuantizedActs& a, int t0, float* o
       const int64_t i = (t0 + t) * pb + b;
       const __m256i p = _mm256_maddubs_epi16(
           w, _mm256_load_si256(reinterpret_cast<const __m256i*>(a.qs + i * kQK)));
-      const __m256i s = _mm256_add_epi32(
-          _mm256_madd_epi16(p, ones16),
-          _mm256_load_si256(reinterpret_cast<const __m256i*>(a.corr + i * 8)));
+      const __m256i s =
+          _mm256_add_epi32(_mm256_madd_epi16(p, ones16),
+                           _mm256_load_si256(reinterpret_cast<const __m256i*>(a.corr + i * 8)));
       const __m256 scale = _mm256_mul_ps(dw, _mm256_broadcast_ss(a.d + i));
       acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), scale, acc[t]);
     }
@@ -149,8 +164,8 @@ inline void Q4Row(const BlockQ4_0* row, const QuantizedActs& a, int t0, float* o
 }
 
 template <typename Block>
-void RowsQuant(const MatView& w, const float*, const QuantizedActs& a, int T, float* y,
-               int64_t r0, int64_t r1) {
+void RowsQuant(const MatView& w, const float*, const QuantizedActs& a, int T, float* y, int64_t r0,
+               int64_t r1) {
   const Block* base = static_cast<const Block*>(w.data);
   for (int64_t r = r0; r < r1; ++r) {
     const Block* row = base + r * a.n_blocks;
@@ -193,18 +208,18 @@ void QuantizeActsAvx2(const float* x, int T, int offset, QuantizedActs* a) {
       const int64_t i = t * pb + b;
       auto* qs = reinterpret_cast<__m256i*>(a->qs + i * kQK);
       auto* corr = reinterpret_cast<__m256i*>(a->corr + i * 8);
-      if (b == nb) {  // padding block
+      if (b >= nb) {  // padding block
         _mm256_store_si256(qs, _mm256_setzero_si256());
         a->d[i] = 0.0f;
-        _mm256_store_ps(a->d_lanes + i * 8, _mm256_setzero_ps());
         _mm256_store_si256(corr, _mm256_setzero_si256());
         continue;
       }
       const float* xb = x + (t * nb + b) * kQK;
       __m256 v[4];
       for (int k = 0; k < 4; ++k) v[k] = _mm256_loadu_ps(xb + 8 * k);
-      __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v[0]), _mm256_andnot_ps(sign, v[1])),
-                               _mm256_max_ps(_mm256_andnot_ps(sign, v[2]), _mm256_andnot_ps(sign, v[3])));
+      __m256 m =
+          _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v[0]), _mm256_andnot_ps(sign, v[1])),
+                        _mm256_max_ps(_mm256_andnot_ps(sign, v[2]), _mm256_andnot_ps(sign, v[3])));
       __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
       m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
       m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
@@ -217,13 +232,12 @@ void QuantizeActsAvx2(const float* x, int T, int offset, QuantizedActs* a) {
       for (int k = 0; k < 4; ++k) {
         qi[k] = _mm256_cvttps_epi32(RoundHalfAway(_mm256_mul_ps(v[k], idv)));
       }
-      const __m256i q16 = _mm256_packs_epi16(_mm256_packs_epi32(qi[0], qi[1]),
-                                             _mm256_packs_epi32(qi[2], qi[3]));
+      const __m256i q16 =
+          _mm256_packs_epi16(_mm256_packs_epi32(qi[0], qi[1]), _mm256_packs_epi32(qi[2], qi[3]));
       const __m256i q = _mm256_permutevar8x32_epi32(q16, unshuffle);
       _mm256_store_si256(qs, q);
       const float dh = Fp16ToFp32(Fp32ToFp16(d));
       a->d[i] = dh;
-      _mm256_store_ps(a->d_lanes + i * 8, _mm256_set1_ps(dh));
       const __m256i lane_sums = _mm256_madd_epi16(_mm256_maddubs_epi16(ones_u8, q), ones16);
       _mm256_store_si256(corr, _mm256_mullo_epi32(lane_sums, neg_offset));
     }
@@ -234,10 +248,14 @@ uint64_t StreamReadAvx2(const void* data, size_t bytes) {
   const auto* p = static_cast<const __m256i*>(data);
   __m256i s0 = _mm256_setzero_si256(), s1 = s0, s2 = s0, s3 = s0;
   for (size_t i = 0; i < bytes / 32; i += 8) {
-    s0 = _mm256_add_epi64(s0, _mm256_add_epi64(_mm256_load_si256(p + i), _mm256_load_si256(p + i + 1)));
-    s1 = _mm256_add_epi64(s1, _mm256_add_epi64(_mm256_load_si256(p + i + 2), _mm256_load_si256(p + i + 3)));
-    s2 = _mm256_add_epi64(s2, _mm256_add_epi64(_mm256_load_si256(p + i + 4), _mm256_load_si256(p + i + 5)));
-    s3 = _mm256_add_epi64(s3, _mm256_add_epi64(_mm256_load_si256(p + i + 6), _mm256_load_si256(p + i + 7)));
+    s0 = _mm256_add_epi64(s0,
+                          _mm256_add_epi64(_mm256_load_si256(p + i), _mm256_load_si256(p + i + 1)));
+    s1 = _mm256_add_epi64(
+        s1, _mm256_add_epi64(_mm256_load_si256(p + i + 2), _mm256_load_si256(p + i + 3)));
+    s2 = _mm256_add_epi64(
+        s2, _mm256_add_epi64(_mm256_load_si256(p + i + 4), _mm256_load_si256(p + i + 5)));
+    s3 = _mm256_add_epi64(
+        s3, _mm256_add_epi64(_mm256_load_si256(p + i + 6), _mm256_load_si256(p + i + 7)));
   }
   const __m256i s = _mm256_add_epi64(_mm256_add_epi64(s0, s1), _mm256_add_epi64(s2, s3));
   alignas(32) uint64_t lanes[4];
@@ -248,8 +266,8 @@ uint64_t StreamReadAvx2(const void* data, size_t bytes) {
 }  // namespace
 
 const KernelSet& Avx2Kernels() {
-  static const KernelSet kSet = {RowsDense<float>,      RowsDense<uint16_t>, RowsQuant<BlockQ8_0>,
-                                 RowsQuant<BlockQ4_0>,  QuantizeActsAvx2,    StreamReadAvx2};
+  static const KernelSet kSet = {RowsDense<float>,     RowsDense<uint16_t>, RowsQuant<BlockQ8_0>,
+                                 RowsQuant<BlockQ4_0>, QuantizeActsAvx2,    StreamReadAvx2};
   return kSet;
 }
 

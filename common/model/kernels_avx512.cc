@@ -1,7 +1,8 @@
-// AVX-512 (F/BW/VL/DQ/VNNI) MatMul kernels. Only called after kernels.cc has checked the CPU.
-// Each weight row is loaded once and used for up to 8 activation rows held in registers, so a
-// batch of T costs little more than T=1 while the loads, not the math, are the bottleneck.
-// Quantized weights meet Q8_0 activations in vpdpbusd, two 32-element blocks per register.
+// AVX-512 (F/BW/VL/DQ/VNNI) MatMul kernels; only called after kernels.cc has checked the CPU.
+// Each weight block is loaded once and used for a register-resident group of activation rows, so
+// T rows cost little more than one while the weight stream is the bottleneck. Quantized weights
+// are regrouped 8 blocks at a time (see QuantizedActs::xt) so vpdpbusd sums whole blocks in int32
+// and the float work per activation row is one convert, multiply and FMA per 8 blocks.
 // Thread-safety: pure functions.
 // GCC 12's AVX-512 headers build casts and reductions from _mm512_undefined_*(), which trips
 // -Wuninitialized once inlined (GCC bug 105593); the values are never read.
@@ -19,24 +20,30 @@
 namespace tandem::model::kernels_internal {
 namespace {
 
-constexpr int kMaxTB = 8;  // activation rows per register-resident group
-
-// Calls f(std::integral_constant<int, TB>, t0) over [0, T) in groups of at most kMaxTB rows.
-template <typename F>
-inline void ForEachTGroup(int T, F&& f) {
-  int t0 = 0;
-  for (; t0 + kMaxTB <= T; t0 += kMaxTB) f(std::integral_constant<int, kMaxTB>{}, t0);
-  switch (T - t0) {
-    case 1: f(std::integral_constant<int, 1>{}, t0); break;
-    case 2: f(std::integral_constant<int, 2>{}, t0); break;
-    case 3: f(std::integral_constant<int, 3>{}, t0); break;
-    case 4: f(std::integral_constant<int, 4>{}, t0); break;
-    case 5: f(std::integral_constant<int, 5>{}, t0); break;
-    case 6: f(std::integral_constant<int, 6>{}, t0); break;
-    case 7: f(std::integral_constant<int, 7>{}, t0); break;
-    default: break;
+template <int N, typename F>
+inline void TailTGroup(int n, int t0, F& f) {
+  if constexpr (N > 0) {
+    if (n == N) {
+      f(std::integral_constant<int, N>{}, t0);
+    } else {
+      TailTGroup<N - 1>(n, t0, f);
+    }
   }
 }
+
+// Calls f(std::integral_constant<int, TB>, t0) over [0, T) in groups of at most kMax activation
+// rows, each group's accumulators held in registers.
+template <int kMax, typename F>
+inline void ForEachTGroup(int T, F&& f) {
+  int t0 = 0;
+  for (; t0 + kMax <= T; t0 += kMax) f(std::integral_constant<int, kMax>{}, t0);
+  TailTGroup<kMax - 1>(T - t0, t0, f);
+}
+
+constexpr int kMaxDenseTB = 8;  // activation rows per pass for F32 / F16
+// Activation rows per pass for Q8_0 / Q4_0: with 2 weight rows (4 registers each) in flight,
+// 2 x 6 accumulators still fit in the 32 zmm registers.
+constexpr int kMaxQuantTB = 6;
 
 // Independent accumulators per activation row: with few rows, one FMA chain per row would make
 // FMA latency (not bandwidth) the limit.
@@ -88,11 +95,11 @@ inline void DenseRow(const W* row, const float* x, int64_t cols, float* out) {
 }
 
 template <typename W>
-void RowsDense(const MatView& w, const float* x, const QuantizedActs&, int T, float* y,
-               int64_t r0, int64_t r1) {
+void RowsDense(const MatView& w, const float* x, const QuantizedActs&, int T, float* y, int64_t r0,
+               int64_t r1) {
   const W* base = static_cast<const W*>(w.data);
   for (int64_t r = r0; r < r1; ++r) {
-    ForEachTGroup(T, [&](auto tb, int t0) {
+    ForEachTGroup<kMaxDenseTB>(T, [&](auto tb, int t0) {
       constexpr int TB = decltype(tb)::value;
       float out[TB];
       DenseRow<TB>(base + r * w.cols, x + t0 * w.cols, w.cols, out);
@@ -104,125 +111,164 @@ void RowsDense(const MatView& w, const float* x, const QuantizedActs&, int T, fl
 // --- Q8_0 / Q4_0 ---------------------------------------------------------------------------------
 
 // Converts the fp16 scales of blocks [0, nb) of a row to float; dws[nb .. nb rounded up to 16)
-// become 0 so the padded last pair contributes nothing. The scale is the first field of every
-// block, so a 32-bit gather at the block starts picks it up in the low half.
+// become 0 so padding blocks contribute nothing. The halves are collected with scalar loads and
+// stores, which use the integer ports beside the busy vector pipes, and converted 16 at a time.
+// `halves` has room for nb rounded up to 16.
 template <typename Block>
-inline void RowScales(const Block* row, int64_t nb, float* dws) {
-  const __m512i offsets = _mm512_mullo_epi32(
-      _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-      _mm512_set1_epi32(static_cast<int>(sizeof(Block))));
-  for (int64_t b = 0; b < nb; b += 16) {
-    const __mmask16 m = nb - b >= 16 ? __mmask16(0xffff) : __mmask16((1u << (nb - b)) - 1);
-    const __m512i raw =
-        _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, offsets, row + b, 1);
-    _mm512_storeu_ps(dws + b, _mm512_cvtph_ps(_mm512_cvtepi32_epi16(raw)));
+inline void RowScales(const Block* row, int64_t nb, uint16_t* halves, float* dws) {
+  for (int64_t b = 0; b < nb; ++b) halves[b] = row[b].d;
+  const int64_t end = (nb + 15) & ~int64_t{15};
+  for (int64_t b = nb; b < end; ++b) halves[b] = 0;
+  for (int64_t b = 0; b < end; b += 16) {
+    _mm512_store_ps(
+        dws + b, _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(halves + b))));
   }
 }
 
-// The 64 weights of blocks 2k and 2k+1 as unsigned bytes w + 128 (zero weights for a missing
-// second block), matching the -128 * sum(x) folded into QuantizedActs::corr.
-struct Q8Weights {
-  static inline __m512i Pair(const BlockQ8_0* row, int64_t b) {
-    const __m512i w = _mm512_inserti64x4(
-        _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row[b].qs))),
-        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row[b + 1].qs)), 1);
-    return _mm512_xor_si512(w, _mm512_set1_epi8(static_cast<char>(0x80)));
-  }
-  static inline __m512i Single(const BlockQ8_0* row, int64_t b) {
-    const __m512i w = _mm512_inserti64x4(
-        _mm512_setzero_si512(),
-        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row[b].qs)), 0);
-    return _mm512_xor_si512(w, _mm512_set1_epi8(static_cast<char>(0x80)));
-  }
-};
-
-// The 64 nibbles of blocks 2k and 2k+1 as bytes 0..15 in element order: 128-bit lanes hold
-// [low nibbles of b, high nibbles of b, low of b+1, high of b+1]. The -8 is in corr.
-struct Q4Weights {
-  static inline __m512i Expand(__m256i packed) {
-    __m512i z = _mm512_castsi256_si512(packed);
-    z = _mm512_shuffle_i64x2(z, z, _MM_SHUFFLE(1, 1, 0, 0));
-    z = _mm512_mask_blend_epi64(0xcc, z, _mm512_srli_epi16(z, 4));
-    return _mm512_and_si512(z, _mm512_set1_epi8(0x0f));
-  }
-  static inline __m512i Pair(const BlockQ4_0* row, int64_t b) {
-    return Expand(_mm256_inserti128_si256(
-        _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row[b].qs))),
-        _mm_loadu_si128(reinterpret_cast<const __m128i*>(row[b + 1].qs)), 1));
-  }
-  static inline __m512i Single(const BlockQ4_0* row, int64_t b) {
-    // A zero byte expands to nibble 0, and the padded activations are 0, so it adds nothing.
-    return Expand(_mm256_inserti128_si256(
-        _mm256_setzero_si256(),
-        _mm_loadu_si128(reinterpret_cast<const __m128i*>(row[b].qs)), 0));
+// Loaders for one group of 8 weight blocks, as 4 registers in the QuantizedActs::xt layout
+// (register m, qword j = elements 8m .. 8m + 7 of block j) and as unsigned bytes: Q8_0 as
+// w + 128, Q4_0 as the raw nibble (w + 8). The offsets are cancelled by xt_corr. The shuffles are
+// paid once per weight block and shared by all activation rows.
+struct Q8Group {
+  static constexpr int kOffset = kQ8_0Offset;
+  static inline void Load(const BlockQ8_0* blk, __m512i* m) {
+    auto qs = [blk](int j) {
+      return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk[j].qs));
+    };
+    // zAB = [qwords 0-3 of block A, qwords 0-3 of block B].
+    const __m512i z01 = _mm512_inserti64x4(_mm512_castsi256_si512(qs(0)), qs(1), 1);
+    const __m512i z23 = _mm512_inserti64x4(_mm512_castsi256_si512(qs(2)), qs(3), 1);
+    const __m512i z45 = _mm512_inserti64x4(_mm512_castsi256_si512(qs(4)), qs(5), 1);
+    const __m512i z67 = _mm512_inserti64x4(_mm512_castsi256_si512(qs(6)), qs(7), 1);
+    // [q0 of blocks 0-3, q1 of blocks 0-3] and [q2 ..., q3 ...]; likewise for blocks 4-7.
+    const __m512i lo_idx = _mm512_set_epi64(13, 9, 5, 1, 12, 8, 4, 0);
+    const __m512i hi_idx = _mm512_set_epi64(15, 11, 7, 3, 14, 10, 6, 2);
+    const __m512i a01 = _mm512_permutex2var_epi64(z01, lo_idx, z23);
+    const __m512i a23 = _mm512_permutex2var_epi64(z01, hi_idx, z23);
+    const __m512i c01 = _mm512_permutex2var_epi64(z45, lo_idx, z67);
+    const __m512i c23 = _mm512_permutex2var_epi64(z45, hi_idx, z67);
+    const __m512i k80 = _mm512_set1_epi8(static_cast<char>(0x80));
+    m[0] = _mm512_xor_si512(_mm512_shuffle_i64x2(a01, c01, _MM_SHUFFLE(1, 0, 1, 0)), k80);
+    m[1] = _mm512_xor_si512(_mm512_shuffle_i64x2(a01, c01, _MM_SHUFFLE(3, 2, 3, 2)), k80);
+    m[2] = _mm512_xor_si512(_mm512_shuffle_i64x2(a23, c23, _MM_SHUFFLE(1, 0, 1, 0)), k80);
+    m[3] = _mm512_xor_si512(_mm512_shuffle_i64x2(a23, c23, _MM_SHUFFLE(3, 2, 3, 2)), k80);
   }
 };
 
-// acc[t] += (per-lane int32 dot of w with activation row t0+t over blocks b, b+1) * dw * dx.
-template <int TB>
-inline void QuantPairStep(__m512i w, __m512 dwl, const QuantizedActs& a, int t0, int64_t b,
-                          __m512* acc) {
-  const int64_t pb = a.padded_blocks;
-  for (int t = 0; t < TB; ++t) {
-    const int64_t i = (t0 + t) * pb + b;  // block index into the activation arrays
-    const __m512i s = _mm512_dpbusd_epi32(_mm512_load_si512(a.corr + i * 8), w,
-                                          _mm512_load_si512(a.qs + i * kQK));
-    const __m512 scale = _mm512_mul_ps(dwl, _mm512_load_ps(a.d_lanes + i * 8));
-    acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), scale, acc[t]);
+struct Q4Group {
+  static constexpr int kOffset = kQ4_0Offset;
+  static inline void Load(const BlockQ4_0* blk, __m512i* m) {
+    auto qs = [blk](int j) { return _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk[j].qs)); };
+    __m512i z0 = _mm512_castsi128_si512(qs(0));
+    z0 = _mm512_inserti32x4(z0, qs(1), 1);
+    z0 = _mm512_inserti32x4(z0, qs(2), 2);
+    z0 = _mm512_inserti32x4(z0, qs(3), 3);
+    __m512i z1 = _mm512_castsi128_si512(qs(4));
+    z1 = _mm512_inserti32x4(z1, qs(5), 1);
+    z1 = _mm512_inserti32x4(z1, qs(6), 2);
+    z1 = _mm512_inserti32x4(z1, qs(7), 3);
+    // Packed bytes 0-7 (elements 0-7 low, 16-23 high) and 8-15 of each block.
+    const __m512i p0 =
+        _mm512_permutex2var_epi64(z0, _mm512_set_epi64(14, 12, 10, 8, 6, 4, 2, 0), z1);
+    const __m512i p1 =
+        _mm512_permutex2var_epi64(z0, _mm512_set_epi64(15, 13, 11, 9, 7, 5, 3, 1), z1);
+    const __m512i low4 = _mm512_set1_epi8(0x0f);
+    m[0] = _mm512_and_si512(p0, low4);
+    m[1] = _mm512_and_si512(p1, low4);
+    m[2] = _mm512_and_si512(_mm512_srli_epi16(p0, 4), low4);
+    m[3] = _mm512_and_si512(_mm512_srli_epi16(p1, 4), low4);
   }
-}
+};
 
-template <int TB, typename Block, typename Weights>
-inline void QuantRow(const Block* row, const float* dws, const QuantizedActs& a, int t0,
-                     float* out) {
+// out[r * TB + t] = (weight row r) . (activation row t0 + t) for R rows starting at row0, whose
+// float block scales are in dws[r]. Per group of 8 blocks and per activation row this is 4
+// vpdpbusd into an int32 accumulator (exact), then one convert, one scale multiply and one FMA;
+// the activation loads are shared by the R weight rows.
+template <int TB, int R, typename Block, typename Group>
+inline void QuantRows(const Block* row0, const float* const* dws, const QuantizedActs& a, int t0,
+                      float* out) {
   const int64_t nb = a.n_blocks;
-  // Lanes 0-7 take the scale of the pair's first block, lanes 8-15 the second.
-  const __m512i pair_idx = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
-  __m512 acc[TB];
-  for (int t = 0; t < TB; ++t) acc[t] = _mm512_setzero_ps();
-  int64_t b = 0;
-  for (; b + 2 <= nb; b += 2) {
-    const __m512 dwl = _mm512_permutexvar_ps(
-        pair_idx, _mm512_castps128_ps512(
-                      _mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(dws + b)))));
-    QuantPairStep<TB>(Weights::Pair(row, b), dwl, a, t0, b, acc);
+  const int64_t pb = a.padded_blocks;
+  const __m512i dup_idx = _mm512_set_epi32(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0);
+  __m512 acc[R][TB];
+  for (int r = 0; r < R; ++r)
+    for (int t = 0; t < TB; ++t) acc[r][t] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < nb; b += kGroupBlocks) {
+    __m512i w[R][4];
+    __m512 dw[R];
+    for (int r = 0; r < R; ++r) {
+      const Block* blk = row0 + r * nb + b;
+      if (b + kGroupBlocks <= nb) {
+        Group::Load(blk, w[r]);
+      } else {
+        // Last, partial group: zero blocks (scale 0, values 0) stand in for the missing ones.
+        Block tmp[kGroupBlocks];
+        std::memset(tmp, 0, sizeof(tmp));
+        std::memcpy(tmp, blk, (nb - b) * sizeof(Block));
+        Group::Load(tmp, w[r]);
+      }
+      dw[r] = _mm512_permutexvar_ps(dup_idx, _mm512_castps256_ps512(_mm256_loadu_ps(dws[r] + b)));
+    }
+    for (int t = 0; t < TB; ++t) {
+      const int64_t i = (t0 + t) * pb + b;  // first block of the group in activation arrays
+      const __m512i* xq = reinterpret_cast<const __m512i*>(a.xt + i * kQK);
+      const __m512i corr = _mm512_load_si512(a.xt_corr + i * 2);
+      const __m512 dx = _mm512_load_ps(a.xt_d + i * 2);
+      const __m512i x0 = _mm512_load_si512(xq), x1 = _mm512_load_si512(xq + 1);
+      const __m512i x2 = _mm512_load_si512(xq + 2), x3 = _mm512_load_si512(xq + 3);
+      for (int r = 0; r < R; ++r) {
+        __m512i s = _mm512_dpbusd_epi32(corr, w[r][0], x0);
+        s = _mm512_dpbusd_epi32(s, w[r][1], x1);
+        s = _mm512_dpbusd_epi32(s, w[r][2], x2);
+        s = _mm512_dpbusd_epi32(s, w[r][3], x3);
+        acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw[r], dx), acc[r][t]);
+      }
+    }
   }
-  if (b < nb) {
-    const __m512 dwl = _mm512_permutexvar_ps(
-        pair_idx, _mm512_castps128_ps512(
-                      _mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(dws + b)))));
-    QuantPairStep<TB>(Weights::Single(row, b), dwl, a, t0, b, acc);
-  }
-  for (int t = 0; t < TB; ++t) out[t] = _mm512_reduce_add_ps(acc[t]);
+  for (int r = 0; r < R; ++r)
+    for (int t = 0; t < TB; ++t) out[r * TB + t] = _mm512_reduce_add_ps(acc[r][t]);
 }
 
-template <typename Block, typename Weights>
-void RowsQuant(const MatView& w, const float*, const QuantizedActs& a, int T, float* y,
-               int64_t r0, int64_t r1) {
+template <typename Block, typename Group>
+void RowsQuant(const MatView& w, const float*, const QuantizedActs& a, int T, float* y, int64_t r0,
+               int64_t r1) {
+  constexpr int R = 2;  // weight rows processed together
   const Block* base = static_cast<const Block*>(w.data);
   const int64_t nb = a.n_blocks;
-  // Row scales as floats, padded to a multiple of 16 (RowScales writes whole vectors).
-  constexpr int64_t kStackScales = 1024;
+  // Row scales as floats, padded with zeros to a multiple of 16 (RowScales writes whole vectors).
+  const int64_t stride = (nb + 15) & ~int64_t{15};
+  constexpr int64_t kStackScales = 2048;
   alignas(64) float stack_scales[kStackScales];
+  alignas(64) uint16_t halves[kStackScales];
   // malloc rather than std::vector: a std:: template instantiated in this file could be merged
   // by the linker with the baseline copy used elsewhere and carry AVX-512 code into it.
   float* heap_scales = nullptr;
-  float* dws = stack_scales;
-  if (nb + 16 > kStackScales) {
-    heap_scales = static_cast<float*>(std::malloc((nb + 16) * sizeof(float)));
-    dws = heap_scales;
+  float* scales = stack_scales;
+  uint16_t* half_buf = halves;
+  if (R * stride > kStackScales) {
+    // One allocation: R float rows, then the halves (64-byte aligned: stride % 16 == 0).
+    heap_scales = static_cast<float*>(std::aligned_alloc(64, R * stride * 6));
+    scales = heap_scales;
+    half_buf = reinterpret_cast<uint16_t*>(heap_scales + R * stride);
   }
-  for (int64_t r = r0; r < r1; ++r) {
-    const Block* row = base + r * nb;
-    RowScales(row, nb, dws);
-    dws[nb] = 0.0f;  // read by the last, half-empty pair
-    ForEachTGroup(T, [&](auto tb, int t0) {
+  const float* dws[R];
+  for (int r = 0; r < R; ++r) dws[r] = scales + r * stride;
+
+  auto run = [&](auto rows_const, int64_t r) {
+    constexpr int kRows = decltype(rows_const)::value;
+    for (int k = 0; k < kRows; ++k)
+      RowScales(base + (r + k) * nb, nb, half_buf, scales + k * stride);
+    ForEachTGroup<kMaxQuantTB>(T, [&](auto tb, int t0) {
       constexpr int TB = decltype(tb)::value;
-      float out[TB];
-      QuantRow<TB, Block, Weights>(row, dws, a, t0, out);
-      for (int t = 0; t < TB; ++t) y[(t0 + t) * w.rows + r] = out[t];
+      float out[kRows * TB];
+      QuantRows<TB, kRows, Block, Group>(base + r * nb, dws, a, t0, out);
+      for (int k = 0; k < kRows; ++k)
+        for (int t = 0; t < TB; ++t) y[(t0 + t) * w.rows + r + k] = out[k * TB + t];
     });
-  }
+  };
+  int64_t r = r0;
+  for (; r + R <= r1; r += R) run(std::integral_constant<int, R>{}, r);
+  if (r < r1) run(std::integral_constant<int, 1>{}, r);
   std::free(heap_scales);
 }
 
@@ -238,41 +284,49 @@ inline __m512 RoundHalfAway(__m512 v) {
   return _mm512_mask_add_ps(t, up, t, one);
 }
 
+// Quantizes one block of 32 floats (ggml's reference arithmetic); returns the codes, sets *d.
+inline __m256i QuantizeBlock(const float* xb, float* d_out) {
+  const __m512 v0 = _mm512_loadu_ps(xb);
+  const __m512 v1 = _mm512_loadu_ps(xb + 16);
+  const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+  // Same scalar arithmetic as ggml's reference quantizer (see ggml_types.cc).
+  const float d = amax / 127.0f;
+  const float id = d != 0.0f ? 1.0f / d : 0.0f;
+  const __m512 idv = _mm512_set1_ps(id);
+  const __m128i q0 =
+      _mm512_cvtepi32_epi8(_mm512_cvttps_epi32(RoundHalfAway(_mm512_mul_ps(v0, idv))));
+  const __m128i q1 =
+      _mm512_cvtepi32_epi8(_mm512_cvttps_epi32(RoundHalfAway(_mm512_mul_ps(v1, idv))));
+  *d_out = Fp16ToFp32(Fp32ToFp16(d));
+  return _mm256_inserti128_si256(_mm256_castsi128_si256(q0), q1, 1);
+}
+
 void QuantizeActsAvx512(const float* x, int T, int offset, QuantizedActs* a) {
   const int64_t nb = a->n_blocks;
   const int64_t pb = a->padded_blocks;
-  const __m256i neg_offset = _mm256_set1_epi32(-offset);
   const __m256i ones_u8 = _mm256_set1_epi8(1);
   for (int t = 0; t < T; ++t) {
     for (int64_t b = 0; b < pb; ++b) {
       const int64_t i = t * pb + b;
-      if (b == nb) {  // padding block
-        std::memset(a->qs + i * kQK, 0, kQK);
-        a->d[i] = 0.0f;
-        _mm256_store_ps(a->d_lanes + i * 8, _mm256_setzero_ps());
-        _mm256_store_si256(reinterpret_cast<__m256i*>(a->corr + i * 8), _mm256_setzero_si256());
-        continue;
-      }
-      const float* xb = x + (t * nb + b) * kQK;
-      const __m512 v0 = _mm512_loadu_ps(xb);
-      const __m512 v1 = _mm512_loadu_ps(xb + 16);
-      const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
-      // Same scalar arithmetic as ggml's reference quantizer (see ggml_types.cc).
-      const float d = amax / 127.0f;
-      const float id = d != 0.0f ? 1.0f / d : 0.0f;
-      const __m512 idv = _mm512_set1_ps(id);
-      const __m128i q0 = _mm512_cvtepi32_epi8(
-          _mm512_cvttps_epi32(RoundHalfAway(_mm512_mul_ps(v0, idv))));
-      const __m128i q1 = _mm512_cvtepi32_epi8(
-          _mm512_cvttps_epi32(RoundHalfAway(_mm512_mul_ps(v1, idv))));
-      const __m256i q = _mm256_inserti128_si256(_mm256_castsi128_si256(q0), q1, 1);
+      __m256i q = _mm256_setzero_si256();
+      float d = 0.0f;
+      if (b < nb) q = QuantizeBlock(x + (t * nb + b) * kQK, &d);
       _mm256_store_si256(reinterpret_cast<__m256i*>(a->qs + i * kQK), q);
-      const float dh = Fp16ToFp32(Fp32ToFp16(d));
-      a->d[i] = dh;
-      _mm256_store_ps(a->d_lanes + i * 8, _mm256_set1_ps(dh));
-      const __m256i lane_sums = _mm256_dpbusd_epi32(_mm256_setzero_si256(), ones_u8, q);
-      _mm256_store_si256(reinterpret_cast<__m256i*>(a->corr + i * 8),
-                         _mm256_mullo_epi32(lane_sums, neg_offset));
+      a->d[i] = d;
+      // Scatter the 4 qwords into the group-transposed layout.
+      const int64_t group = i / kGroupBlocks;  // t * pb is a multiple of kGroupBlocks
+      const int j = static_cast<int>(i % kGroupBlocks);
+      int8_t* xt = a->xt + group * kGroupBlocks * kQK + j * 8;
+      alignas(32) int32_t lane_sums[8];
+      _mm256_store_si256(reinterpret_cast<__m256i*>(lane_sums),
+                         _mm256_dpbusd_epi32(_mm256_setzero_si256(), ones_u8, q));
+      alignas(32) int8_t bytes[32];
+      _mm256_store_si256(reinterpret_cast<__m256i*>(bytes), q);
+      for (int m = 0; m < 4; ++m) std::memcpy(xt + m * 64, bytes + 8 * m, 8);
+      a->xt_corr[2 * i] = -offset * (lane_sums[0] + lane_sums[2] + lane_sums[4] + lane_sums[6]);
+      a->xt_corr[2 * i + 1] = -offset * (lane_sums[1] + lane_sums[3] + lane_sums[5] + lane_sums[7]);
+      a->xt_d[2 * i] = d;
+      a->xt_d[2 * i + 1] = d;
     }
   }
 }
@@ -286,8 +340,12 @@ uint64_t StreamReadAvx512(const void* data, size_t bytes) {
     s2 = _mm512_add_epi64(s2, _mm512_load_si512(p + i + 2));
     s3 = _mm512_add_epi64(s3, _mm512_load_si512(p + i + 3));
   }
-  return static_cast<uint64_t>(
-      _mm512_reduce_add_epi64(_mm512_add_epi64(_mm512_add_epi64(s0, s1), _mm512_add_epi64(s2, s3))));
+  // Summed as unsigned: _mm512_reduce_add_epi64 adds signed 64-bit lanes, which may overflow.
+  alignas(64) uint64_t lanes[8];
+  _mm512_store_si512(lanes, _mm512_add_epi64(_mm512_add_epi64(s0, s1), _mm512_add_epi64(s2, s3)));
+  uint64_t sum = 0;
+  for (uint64_t v : lanes) sum += v;
+  return sum;
 }
 
 }  // namespace
@@ -295,8 +353,8 @@ uint64_t StreamReadAvx512(const void* data, size_t bytes) {
 const KernelSet& Avx512Kernels() {
   static const KernelSet kSet = {RowsDense<float>,
                                  RowsDense<uint16_t>,
-                                 RowsQuant<BlockQ8_0, Q8Weights>,
-                                 RowsQuant<BlockQ4_0, Q4Weights>,
+                                 RowsQuant<BlockQ8_0, Q8Group>,
+                                 RowsQuant<BlockQ4_0, Q4Group>,
                                  QuantizeActsAvx512,
                                  StreamReadAvx512};
   return kSet;

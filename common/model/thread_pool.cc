@@ -5,6 +5,7 @@
 // Thread-safety: ParallelFor must be called by one thread at a time (see thread_pool.h).
 #include "common/model/thread_pool.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cassert>
 #include <chrono>
@@ -38,24 +39,26 @@ inline void CpuRelax() {
 }  // namespace
 
 struct ThreadPool::Impl {
+  using Fn = std::function<void(int64_t, int)>;
   explicit Impl(int n) : n_threads(n) {}
 
   void WorkerLoop(int thread);
-  void RunTasks(int thread);
+  void RunTasks(int thread, uint64_t job);
 
   const int n_threads;
   std::vector<std::thread> workers;
 
-  // The current job. Written by the caller before `generation` is bumped (release) and read by
-  // workers after they observe the bump (acquire).
-  const std::function<void(int64_t, int)>* fn = nullptr;
-  int64_t n_tasks = 0;
-
-  alignas(64) std::atomic<uint64_t> generation{0};
-  alignas(64) std::atomic<int64_t> next_task{0};
-  // Workers that have not yet finished the current job; the caller waits for zero so that no
-  // worker can touch `fn` or `next_task` once ParallelFor returns.
-  alignas(64) std::atomic<int> workers_busy{0};
+  // Job protocol. Tasks are claimed by CAS on `ticket` = (low 32 bits of the job's generation)
+  // << 32 | next task index. The caller waits for `done` to reach n_tasks, not for every worker
+  // to show up: on a busy machine a descheduled worker must not hold up a job it never joined.
+  // A late worker that still carries an old generation cannot claim anything, because ParallelFor
+  // closes the ticket under the new generation before it touches fn / n_tasks. All atomics are
+  // seq_cst; they are touched a few times per task, which is cheap next to a task.
+  alignas(64) std::atomic<uint64_t> generation{0};  // bumped once per job; wakes the workers
+  alignas(64) std::atomic<uint64_t> ticket{0};
+  alignas(64) std::atomic<int64_t> done{0};  // tasks finished in the current job
+  std::atomic<const Fn*> fn{nullptr};
+  std::atomic<int64_t> n_tasks{0};
   alignas(64) std::atomic<int> sleepers{0};
 
   std::mutex mu;
@@ -63,11 +66,26 @@ struct ThreadPool::Impl {
   bool stop = false;  // GUARDED_BY(mu)
 };
 
-void ThreadPool::Impl::RunTasks(int thread) {
-  const int64_t n = n_tasks;
-  for (int64_t i = next_task.fetch_add(1, std::memory_order_relaxed); i < n;
-       i = next_task.fetch_add(1, std::memory_order_relaxed)) {
-    (*fn)(i, thread);
+namespace {
+constexpr uint64_t kIndexMask = 0xffffffffu;
+constexpr uint64_t kClosed = kIndexMask;  // an index no job reaches
+constexpr int64_t kMaxTasksPerJob = int64_t{1} << 31;
+uint64_t JobTag(uint64_t generation) { return (generation & kIndexMask) << 32; }
+}  // namespace
+
+void ThreadPool::Impl::RunTasks(int thread, uint64_t job) {
+  const uint64_t tag = JobTag(job);
+  // If these belong to a newer job than `job`, the ticket already carries that job's tag and the
+  // loop below claims nothing (ParallelFor writes the ticket before them).
+  const Fn* f = fn.load();
+  const int64_t n = n_tasks.load();
+  uint64_t t = ticket.load();
+  while ((t & ~kIndexMask) == tag && static_cast<int64_t>(t & kIndexMask) < n) {
+    if (ticket.compare_exchange_weak(t, t + 1)) {
+      (*f)(static_cast<int64_t>(t & kIndexMask), thread);
+      done.fetch_add(1);
+      t = ticket.load();
+    }
   }
 }
 
@@ -91,11 +109,10 @@ void ThreadPool::Impl::WorkerLoop(int thread) {
       cv.wait(lock, [&] { return stop || generation.load() != seen; });
       sleepers.fetch_sub(1);
       if (stop) return;
-      g = generation.load(std::memory_order_acquire);
+      g = generation.load();
     }
     seen = g;
-    RunTasks(thread);
-    workers_busy.fetch_sub(1, std::memory_order_release);
+    RunTasks(thread, g);
   }
 }
 
@@ -127,17 +144,26 @@ void ThreadPool::ParallelFor(int64_t n_tasks,
     for (int64_t i = 0; i < n_tasks; ++i) fn(i, 0);
     return;
   }
-  p.fn = &fn;
-  p.n_tasks = n_tasks;
-  p.next_task.store(0, std::memory_order_relaxed);
-  p.workers_busy.store(p.n_threads - 1, std::memory_order_relaxed);
-  p.generation.fetch_add(1);  // seq_cst: publishes the job (see WorkerLoop)
+  if (n_tasks > kMaxTasksPerJob) {  // task indices must fit the ticket's 32 bits
+    for (int64_t base = 0; base < n_tasks; base += kMaxTasksPerJob) {
+      ParallelFor(std::min(kMaxTasksPerJob, n_tasks - base),
+                  [&](int64_t task, int thread) { fn(base + task, thread); });
+    }
+    return;
+  }
+  const uint64_t g = p.generation.load() + 1;  // only this thread writes `generation`
+  p.ticket.store(JobTag(g) | kClosed);         // late workers of older jobs now claim nothing
+  p.fn.store(&fn);
+  p.n_tasks.store(n_tasks);
+  p.done.store(0);
+  p.ticket.store(JobTag(g));  // open: next task is 0
+  p.generation.store(g);      // seq_cst: publishes the job (see WorkerLoop)
   if (p.sleepers.load() > 0) {
     std::lock_guard<std::mutex> lock(p.mu);
     p.cv.notify_all();
   }
-  p.RunTasks(0);
-  for (int i = 0; p.workers_busy.load(std::memory_order_acquire) != 0; ++i) {
+  p.RunTasks(0, g);
+  for (int i = 0; p.done.load() < n_tasks; ++i) {
     if (i < kCallerSpinsBeforeYield) {
       CpuRelax();
     } else {

@@ -40,6 +40,10 @@ struct VocabData {
 class Vocab {
  public:
   // Validates `data` (sizes agree, ids in range, merges refer to tokens) and builds lookup tables.
+  // Without types, they are inferred as llama2.c implies: unk_id -> kUnknown, bos/eos ->
+  // kControl, SPM pieces spelled exactly "<0xXX>" -> kByte, the rest kNormal. Only kNormal,
+  // kUserDefined and kUndefined tokens can come out of Encode's merges. InvalidArgument names
+  // the offending token or merge.
   static absl::StatusOr<Vocab> Create(VocabData data);
 
   // Parses a llama2.c tokenizer.bin image. llama2.c files do not store the vocabulary size, so
@@ -76,7 +80,8 @@ class Vocab {
   TokenType Type(int32_t id) const;  // kUndefined when id is out of range
   const std::vector<std::string>& merges() const { return merges_; }
 
-  // The stored form, so a converter can write the vocabulary back out (e.g. into GGUF).
+  // The stored form, so a converter can write the vocabulary back out (e.g. into GGUF). Token
+  // texts are as given to Create; types are always filled in (inferred ones included).
   VocabData ToData() const;
 
  private:
@@ -86,7 +91,8 @@ class Vocab {
     int32_t id;    // token of the concatenation
   };
   static uint64_t PairKey(int32_t left, int32_t right) {
-    return (static_cast<uint64_t>(static_cast<uint32_t>(left)) << 32) | static_cast<uint32_t>(right);
+    return (static_cast<uint64_t>(static_cast<uint32_t>(left)) << 32) |
+           static_cast<uint32_t>(right);
   }
 
   Vocab() = default;

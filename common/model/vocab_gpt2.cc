@@ -32,7 +32,7 @@ const ByteTables& Tables() {
     int shifted = 0;
     for (int b = 0; b < 256; ++b) {
       // The 68 other bytes are moved, in order, to U+0100 and up.
-      t.to_cp[b] = IsDirectByte(b) ? static_cast<char32_t>(b) : static_cast<char32_t>(256 + shifted++);
+      t.to_cp[b] = static_cast<char32_t>(IsDirectByte(b) ? b : 256 + shifted++);
       t.from_cp[t.to_cp[b]] = static_cast<int16_t>(b);
     }
     return t;
@@ -122,19 +122,20 @@ std::vector<std::string_view> Gpt2PreTokenize(std::string_view text) {
 
 namespace {
 
+// Indices are 64-bit so that no input size (one pre-token may be the whole text) overflows.
 struct BpeSymbol {
-  int32_t prev;  // -1 at the ends
-  int32_t next;
+  int64_t prev;  // -1 at the ends
+  int64_t next;
   int32_t id;    // token id; -1 when the byte has no token, -2 once merged away
 };
 
 struct BpePair {
   int32_t rank;
-  int32_t left;  // symbol indices
-  int32_t right;
+  int32_t id;       // token of the concatenation
+  int64_t left;     // symbol indices
+  int64_t right;
   int32_t left_id;  // ids when queued; a mismatch later means the entry is stale
   int32_t right_id;
-  int32_t id;       // token of the concatenation
 };
 
 // Orders the heap so that top() is the lowest rank, then the leftmost pair.
@@ -152,19 +153,19 @@ void Vocab::EncodeGpt2(std::string_view text, std::vector<int32_t>* out) const {
 }
 
 void Vocab::EncodeGpt2Word(std::string_view word, std::vector<int32_t>* out) const {
-  const int32_t n = static_cast<int32_t>(word.size());
+  const int64_t n = static_cast<int64_t>(word.size());
   std::vector<BpeSymbol> sym(n);
-  for (int32_t i = 0; i < n; ++i) {
+  for (int64_t i = 0; i < n; ++i) {
     sym[i] = BpeSymbol{i - 1, i + 1 < n ? i + 1 : -1, byte_token_[static_cast<uint8_t>(word[i])]};
   }
   std::priority_queue<BpePair, std::vector<BpePair>, BpePairGreater> queue;
-  auto try_pair = [&](int32_t left, int32_t right) {
+  auto try_pair = [&](int64_t left, int64_t right) {
     if (left < 0 || right < 0 || sym[left].id < 0 || sym[right].id < 0) return;
     const auto it = merge_rank_.find(PairKey(sym[left].id, sym[right].id));
     if (it == merge_rank_.end()) return;
-    queue.push(BpePair{it->second.rank, left, right, sym[left].id, sym[right].id, it->second.id});
+    queue.push(BpePair{it->second.rank, it->second.id, left, right, sym[left].id, sym[right].id});
   };
-  for (int32_t i = 0; i + 1 < n; ++i) try_pair(i, i + 1);
+  for (int64_t i = 0; i + 1 < n; ++i) try_pair(i, i + 1);
 
   while (!queue.empty()) {
     const BpePair p = queue.top();
@@ -179,7 +180,7 @@ void Vocab::EncodeGpt2Word(std::string_view word, std::vector<int32_t>* out) con
     try_pair(left.prev, p.left);
     try_pair(p.left, left.next);
   }
-  for (int32_t i = 0; i >= 0 && i < n; i = sym[i].next) {
+  for (int64_t i = 0; i >= 0 && i < n; i = sym[i].next) {
     if (sym[i].id >= 0) {
       out->push_back(sym[i].id);
     } else if (unk_id_ >= 0) {

@@ -17,20 +17,21 @@ namespace {
 
 // One run of text in the doubly linked list of symbols. Symbols keep their index as they grow
 // to the right, so index order is text order.
+// Offsets and indices are 64-bit so that no input size can overflow them.
 struct SpmSymbol {
-  int32_t start;  // byte offset in the prefixed text
-  int32_t len;    // bytes; 0 once merged into its left neighbour
-  int32_t prev;   // -1 at the ends
-  int32_t next;
+  int64_t start;  // byte offset in the prefixed text
+  int64_t prev;   // -1 at the ends
+  int64_t next;
+  int32_t len;    // bytes (a character or a piece); 0 once merged into its left neighbour
   int32_t id;     // token id, or -1 for a character without a piece (byte fallback)
 };
 
 struct SpmPair {
   float score;
-  int32_t left;  // symbol indices
-  int32_t right;
-  int32_t len;   // combined length when queued; a mismatch later means the entry is stale
-  int32_t id;    // token of the concatenation
+  int32_t id;     // token of the concatenation
+  int64_t left;   // symbol indices
+  int64_t right;
+  int64_t len;    // combined length when queued; a mismatch later means the entry is stale
 };
 
 // Orders the heap so that top() is the highest score, then the leftmost pair.
@@ -57,24 +58,22 @@ void Vocab::EncodeSpm(std::string_view text, std::vector<int32_t>* out) const {
   for (size_t pos = 0; pos < s.size();) {
     const size_t len = vocab_internal::Utf8CharLen(s, pos);
     const auto it = piece_to_id_.find(absl::string_view(s.data() + pos, len));
-    const int32_t index = static_cast<int32_t>(sym.size());
-    sym.push_back(SpmSymbol{static_cast<int32_t>(pos), static_cast<int32_t>(len), index - 1,
-                            index + 1, it == piece_to_id_.end() ? -1 : it->second});
+    const int64_t index = static_cast<int64_t>(sym.size());
+    sym.push_back(SpmSymbol{static_cast<int64_t>(pos), index - 1, index + 1,
+                            static_cast<int32_t>(len), it == piece_to_id_.end() ? -1 : it->second});
     pos += len;
   }
   sym.back().next = -1;
 
   std::priority_queue<SpmPair, std::vector<SpmPair>, SpmPairLess> queue;
-  auto try_pair = [&](int32_t left, int32_t right) {
+  auto try_pair = [&](int64_t left, int64_t right) {
     if (left < 0 || right < 0 || sym[left].id < 0 || sym[right].id < 0) return;
-    const int32_t len = sym[left].len + sym[right].len;
+    const int64_t len = int64_t{sym[left].len} + sym[right].len;
     const auto it = piece_to_id_.find(absl::string_view(s.data() + sym[left].start, len));
     if (it == piece_to_id_.end()) return;
-    queue.push(SpmPair{Score(it->second), left, right, len, it->second});
+    queue.push(SpmPair{Score(it->second), it->second, left, right, len});
   };
-  for (size_t i = 0; i + 1 < sym.size(); ++i) {
-    try_pair(static_cast<int32_t>(i), static_cast<int32_t>(i + 1));
-  }
+  for (int64_t i = 0; i + 1 < static_cast<int64_t>(sym.size()); ++i) try_pair(i, i + 1);
 
   while (!queue.empty()) {
     const SpmPair p = queue.top();
@@ -82,10 +81,11 @@ void Vocab::EncodeSpm(std::string_view text, std::vector<int32_t>* out) const {
     SpmSymbol& left = sym[p.left];
     SpmSymbol& right = sym[p.right];
     // Stale if either side merged with something else since the pair was queued.
-    if (left.len == 0 || right.len == 0 || left.next != p.right || left.len + right.len != p.len) {
+    if (left.len == 0 || right.len == 0 || left.next != p.right ||
+        int64_t{left.len} + right.len != p.len) {
       continue;
     }
-    left.len = p.len;
+    left.len = static_cast<int32_t>(p.len);  // a vocabulary piece, so it fits
     left.id = p.id;
     left.next = right.next;
     if (right.next >= 0) sym[right.next].prev = p.left;
@@ -94,7 +94,7 @@ void Vocab::EncodeSpm(std::string_view text, std::vector<int32_t>* out) const {
     try_pair(p.left, left.next);
   }
 
-  for (int32_t i = 0; i >= 0; i = sym[i].next) {
+  for (int64_t i = 0; i >= 0; i = sym[i].next) {
     const SpmSymbol& x = sym[i];
     if (x.id >= 0) {
       out->push_back(x.id);

@@ -57,9 +57,9 @@ TEST(Fp16Test, KnownValues) {
   EXPECT_EQ(Fp32ToFp16(-0.0f), 0x8000);
   EXPECT_EQ(Fp32ToFp16(1.0f), 0x3c00);
   EXPECT_EQ(Fp32ToFp16(-2.0f), 0xc000);
-  EXPECT_EQ(Fp32ToFp16(65504.0f), 0x7bff);               // largest finite half
-  EXPECT_EQ(Fp32ToFp16(65519.99f), 0x7bff);              // just below the tie
-  EXPECT_EQ(Fp32ToFp16(65520.0f), 0x7c00);               // tie rounds to even: inf
+  EXPECT_EQ(Fp32ToFp16(65504.0f), 0x7bff);   // largest finite half
+  EXPECT_EQ(Fp32ToFp16(65519.99f), 0x7bff);  // just below the tie
+  EXPECT_EQ(Fp32ToFp16(65520.0f), 0x7c00);   // tie rounds to even: inf
   EXPECT_EQ(Fp32ToFp16(1e10f), 0x7c00);
   EXPECT_EQ(Fp32ToFp16(-std::numeric_limits<float>::infinity()), 0xfc00);
   EXPECT_EQ(Fp32ToFp16(std::ldexp(1.0f, -14)), 0x0400);  // smallest normal
@@ -192,7 +192,7 @@ TEST(QuantizeTest, Q8_0ExactLayoutAndRounding) {
   // amax = 127 gives d = 1 exactly, so codes equal the (rounded) inputs.
   std::vector<float> x(32);
   for (int j = 0; j < 32; ++j) x[j] = static_cast<float>(j * 8 - 127);  // -127 .. 121
-  x[1] = 2.5f;    // roundf: half away from zero
+  x[1] = 2.5f;  // roundf: half away from zero
   x[2] = -2.5f;
   x[3] = 0.49f;
   BlockQ8_0 q;
@@ -220,7 +220,7 @@ TEST(QuantizeTest, Q8_0ExactLayoutAndRounding) {
 TEST(QuantizeTest, Q4_0NibbleLayoutMatchesGgml) {
   // The signed extreme is -8, so d = -8 / -8 = 1 and code = x + 8.
   std::vector<float> x(32);
-  for (int j = 0; j < 16; ++j) x[j] = static_cast<float>(j - 8);  // codes 0..15
+  for (int j = 0; j < 16; ++j) x[j] = static_cast<float>(j - 8);       // codes 0..15
   for (int j = 0; j < 16; ++j) x[16 + j] = static_cast<float>(7 - j);  // codes 15..0
   BlockQ4_0 q;
   QuantizeRow(GgmlType::kQ4_0, x.data(), &q, 32);
@@ -239,10 +239,10 @@ TEST(QuantizeTest, Q4_0NibbleLayoutMatchesGgml) {
   x[5] = 3.0f;
   QuantizeRow(GgmlType::kQ4_0, x.data(), &q, 32);
   EXPECT_EQ(Fp16ToFp32(q.d), -1.0f);
-  EXPECT_EQ(q.qs[0] & 0x0f, 0);   // 8 / -1 + 8.5 = 0.5 -> 0
-  EXPECT_EQ(q.qs[5] & 0x0f, 5);   // -3 + 8.5 -> 5
-  EXPECT_EQ(q.qs[1] >> 4, 15);    // 7 + 8.5 = 15.5 -> 15
-  EXPECT_EQ(q.qs[2] & 0x0f, 8);   // zero -> 8
+  EXPECT_EQ(q.qs[0] & 0x0f, 0);  // 8 / -1 + 8.5 = 0.5 -> 0
+  EXPECT_EQ(q.qs[5] & 0x0f, 5);  // -3 + 8.5 -> 5
+  EXPECT_EQ(q.qs[1] >> 4, 15);   // 7 + 8.5 = 15.5 -> 15
+  EXPECT_EQ(q.qs[2] & 0x0f, 8);  // zero -> 8
 }
 
 TEST(QuantizeTest, Q4_0RoundTripError) {
