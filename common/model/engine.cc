@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "common/model/vec_ops.h"
 
 namespace tandem::model {
 namespace {
@@ -69,6 +70,7 @@ void Engine::Attention(int layer, const KvCache& cache, int base, int T) {
   const float scale = 1.0f / sqrtf(static_cast<float>(hd));
   for (auto& s : scores_) Resize(&s, static_cast<size_t>(base + T));
 
+  const VecOps& ops = ActiveVecOps();
   auto task = [&](int64_t job, int thread) {
     const int i = static_cast<int>(job / c.n_heads);
     const int h = static_cast<int>(job % c.n_heads);
@@ -84,27 +86,20 @@ void Engine::Attention(int layer, const KvCache& cache, int base, int T) {
     };
     float max_score = -INFINITY;
     for (int s = 0; s < n; ++s) {
-      const float* k = cache.Key(layer, slot_of(s)) + kvh * hd;
-      float dot = 0.0f;
-      for (int d = 0; d < hd; ++d) dot += q[d] * k[d];
-      sc[s] = dot * scale;
+      sc[s] = ops.dot(q, cache.Key(layer, slot_of(s)) + kvh * hd, hd) * scale;
       max_score = std::max(max_score, sc[s]);
     }
-    float sum = 0.0f;
-    for (int s = 0; s < n; ++s) {
-      sc[s] = expf(sc[s] - max_score);
-      sum += sc[s];
-    }
-    const float inv = 1.0f / sum;
+    const float inv = 1.0f / ops.exp_shift_sum(sc, max_score, n);
     std::fill(out, out + hd, 0.0f);
     for (int s = 0; s < n; ++s) {
-      const float* v = cache.Value(layer, slot_of(s)) + kvh * hd;
-      const float a = sc[s] * inv;
-      for (int d = 0; d < hd; ++d) out[d] += a * v[d];
+      ops.axpy(sc[s] * inv, cache.Value(layer, slot_of(s)) + kvh * hd, out, hd);
     }
   };
+  // Each job reads about (base + T) keys and values of hd floats; thread only when the work
+  // outweighs a pool dispatch (a few microseconds).
   const int64_t jobs = static_cast<int64_t>(T) * c.n_heads;
-  if (pool_ != nullptr && jobs > 1 && static_cast<int64_t>(base + T) * jobs > 4096) {
+  const int64_t work = jobs * (base + T) * hd;
+  if (pool_ != nullptr && pool_->size() > 1 && jobs > 1 && work > (1 << 16)) {
     pool_->ParallelFor(jobs, task);
   } else {
     for (int64_t j = 0; j < jobs; ++j) task(j, 0);
@@ -250,11 +245,7 @@ absl::Status Engine::Forward(const ForwardRequest& req, KvCache* cache, ForwardR
     RmsNorm(x, w.ffn_norm, T, xb_.data());
     MatMul(w.w1, xb_.data(), T, hb_.data(), pool_);
     MatMul(w.w3, xb_.data(), T, hb2_.data(), pool_);
-    for (size_t j = 0; j < Td * c.hidden_dim; ++j) {
-      float val = hb_[j];
-      val *= 1.0f / (1.0f + expf(-val));
-      hb_[j] = val * hb2_[j];
-    }
+    ActiveVecOps().swiglu(hb_.data(), hb2_.data(), static_cast<int64_t>(Td) * c.hidden_dim);
     MatMul(w.w2, hb_.data(), T, xb_.data(), pool_);
     for (size_t j = 0; j < Td * c.dim; ++j) x[j] += xb_[j];
   }

@@ -252,6 +252,10 @@ absl::StatusOr<std::unique_ptr<GgufFile>> GgufFile::Parse(std::span<const uint8_
   }
   std::unique_ptr<GgufFile> f(new GgufFile());
   ASSIGN_OR_RETURN(f->version_, r.Read<uint32_t>("version"));
+  if (f->version_ == 0x02000000u || f->version_ == 0x03000000u) {
+    return absl::InvalidArgumentError(
+        "big-endian GGUF files are not supported; convert the model on a little-endian machine");
+  }
   if (f->version_ != 2 && f->version_ != 3) {
     return absl::InvalidArgumentError(
         absl::StrCat("unsupported GGUF version ", f->version_, " (supported: 2, 3)"));

@@ -336,6 +336,12 @@ TEST(GgufErrors, UnsupportedVersion) {
   }
 }
 
+TEST(GgufErrors, BigEndianFileIsNamed) {
+  Bytes b = SyntheticGguf();
+  PutAt<uint32_t>(&b, 4, 0x03000000u);  // version 3 written big-endian
+  EXPECT_ERROR(GgufFile::Parse(b).status(), absl::StatusCode::kInvalidArgument, "big-endian");
+}
+
 TEST(GgufErrors, ImpossibleCounts) {
   for (uint64_t n : {kU64Max, uint64_t{1} << 40, uint64_t{1} << 21, uint64_t{100000}}) {
     Bytes b = SyntheticGguf();
