@@ -226,9 +226,10 @@ absl::Status Engine::Forward(const ForwardRequest& req, KvCache* cache, ForwardR
     const LayerWeights& w = model_.layer(l);
     // Attention block: x += Wo · attn(RoPE(Wq·n(x)), RoPE(Wk·n(x)), Wv·n(x)).
     RmsNorm(x, w.attn_norm, T, xb_.data());
-    MatMul(w.wq, xb_.data(), T, q_.data(), pool_);
-    MatMul(w.wk, xb_.data(), T, k_.data(), pool_);
-    MatMul(w.wv, xb_.data(), T, v_.data(), pool_);
+    // Q, K and V share their input: one fused MatMulMany quantizes it once and dispatches once.
+    const MatView qkv[] = {w.wq, w.wk, w.wv};
+    float* const qkv_out[] = {q_.data(), k_.data(), v_.data()};
+    MatMulMany(qkv, xb_.data(), T, qkv_out, pool_);
     Rope(q_.data(), c.n_heads, T);
     Rope(k_.data(), c.n_kv_heads, T);
     for (int i = 0; i < T; ++i) {
@@ -243,8 +244,9 @@ absl::Status Engine::Forward(const ForwardRequest& req, KvCache* cache, ForwardR
 
     // Feed-forward block: x += W2 · (silu(W1·n(x)) * W3·n(x)).
     RmsNorm(x, w.ffn_norm, T, xb_.data());
-    MatMul(w.w1, xb_.data(), T, hb_.data(), pool_);
-    MatMul(w.w3, xb_.data(), T, hb2_.data(), pool_);
+    const MatView up[] = {w.w1, w.w3};
+    float* const up_out[] = {hb_.data(), hb2_.data()};
+    MatMulMany(up, xb_.data(), T, up_out, pool_);
     ActiveVecOps().swiglu(hb_.data(), hb2_.data(), static_cast<int64_t>(Td) * c.hidden_dim);
     MatMul(w.w2, hb_.data(), T, xb_.data(), pool_);
     for (size_t j = 0; j < Td * c.dim; ++j) x[j] += xb_[j];

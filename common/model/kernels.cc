@@ -266,45 +266,96 @@ void ForceSimdLevel(SimdLevel level) {
 SimdLevel ActiveSimdLevel() { return ActiveLevelStorage().load(std::memory_order_relaxed); }
 
 void MatMul(const MatView& w, const float* x, int T, float* y, ThreadPool* pool) {
+  MatMulMany(std::span<const MatView>(&w, 1), x, T, std::span<float* const>(&y, 1), pool);
+}
+
+void MatMulMany(std::span<const MatView> ws, const float* x, int T, std::span<float* const> ys,
+                ThreadPool* pool) {
   assert(T >= 1);
-  assert(w.cols % BlockElements(w.type) == 0);
-  if (w.rows <= 0) return;
+  assert(ws.size() == ys.size());
   const ki::KernelSet& k = KernelsFor(ActiveSimdLevel());
 
-  ki::QuantizedActs acts;
-  ki::RowsFn rows_fn = nullptr;
-  switch (w.type) {
-    case GgmlType::kF32:
-      rows_fn = k.f32;
-      break;
-    case GgmlType::kF16:
-      rows_fn = k.f16;
-      break;
-    case GgmlType::kQ8_0:
-    case GgmlType::kQ4_0: {
-      rows_fn = w.type == GgmlType::kQ8_0 ? k.q8_0 : k.q4_0;
-      thread_local AlignedBuffer scratch;
-      const int64_t nb = w.cols / kQK;
-      acts = ki::LayoutQuantizedActs(scratch.Get(ki::QuantizedActsBytes(T, nb)), T, nb);
-      k.quantize_acts(x, T, w.type == GgmlType::kQ8_0 ? ki::kQ8_0Offset : ki::kQ4_0Offset, &acts);
-      break;
+  // Activations quantized once per weight encoding they meet: index 0 for Q8_0, 1 for Q4_0.
+  // Scratch is per calling thread; workers only read it during this call.
+  thread_local AlignedBuffer scratch[2];
+  ki::QuantizedActs acts[2];
+  bool quantized[2] = {false, false};
+  // One unit of parallel work: rows [r0, r1) of product `m`. The lists are reused across calls;
+  // workers must see the caller's lists, hence the references (a thread_local named inside the
+  // lambda would be the worker's own).
+  struct Task {
+    int m;
+    int64_t r0, r1;
+  };
+  struct Product {
+    ki::RowsFn rows_fn;
+    const ki::QuantizedActs* acts;
+  };
+  thread_local std::vector<Task> task_storage;
+  thread_local std::vector<Product> product_storage;
+  std::vector<Task>& tasks = task_storage;
+  std::vector<Product>& products = product_storage;
+  tasks.clear();
+  products.assign(ws.size(), Product{});
+
+  const int n_threads = pool != nullptr ? pool->size() : 1;
+  size_t total_bytes = 0;
+  for (const MatView& w : ws) total_bytes += RowBytes(w.type, w.cols) * static_cast<size_t>(w.rows);
+  // Bytes per task: the set split into about kTasksPerThread tasks per thread.
+  const size_t task_bytes = total_bytes / (static_cast<size_t>(n_threads) * kTasksPerThread) + 1;
+  const bool parallel = n_threads > 1 && total_bytes >= kMinParallelBytes;
+
+  for (size_t i = 0; i < ws.size(); ++i) {
+    const MatView& w = ws[i];
+    assert(w.cols == ws[0].cols);
+    assert(w.cols % BlockElements(w.type) == 0);
+    if (w.rows <= 0) continue;  // no tasks, so products[i] is never read
+    ki::QuantizedActs* a = &acts[0];  // unused for F32 / F16
+    switch (w.type) {
+      case GgmlType::kF32:
+        products[i].rows_fn = k.f32;
+        break;
+      case GgmlType::kF16:
+        products[i].rows_fn = k.f16;
+        break;
+      case GgmlType::kQ8_0:
+      case GgmlType::kQ4_0: {
+        const bool q8 = w.type == GgmlType::kQ8_0;
+        products[i].rows_fn = q8 ? k.q8_0 : k.q4_0;
+        const int slot = q8 ? 0 : 1;
+        a = &acts[slot];
+        if (!quantized[slot]) {
+          const int64_t nb = w.cols / kQK;
+          *a = ki::LayoutQuantizedActs(scratch[slot].Get(ki::QuantizedActsBytes(T, nb)), T, nb);
+          k.quantize_acts(x, T, q8 ? ki::kQ8_0Offset : ki::kQ4_0Offset, a);
+          quantized[slot] = true;
+        }
+        break;
+      }
+    }
+    products[i].acts = a;
+    if (!parallel || w.rows < 2 * kMinRowsPerTask) {
+      tasks.push_back({static_cast<int>(i), 0, w.rows});
+      continue;
+    }
+    // Whole multiples of 4 rows (the kernels work on row pairs), at least kMinRowsPerTask.
+    const size_t row_bytes = RowBytes(w.type, w.cols);
+    int64_t rows_per_task = static_cast<int64_t>((task_bytes + row_bytes - 1) / row_bytes);
+    rows_per_task = std::max(kMinRowsPerTask, (rows_per_task + 3) & ~int64_t{3});
+    for (int64_t r0 = 0; r0 < w.rows; r0 += rows_per_task) {
+      tasks.push_back({static_cast<int>(i), r0, std::min(w.rows, r0 + rows_per_task)});
     }
   }
 
-  const int n_threads = pool != nullptr ? pool->size() : 1;
-  const size_t weight_bytes = RowBytes(w.type, w.cols) * static_cast<size_t>(w.rows);
-  if (n_threads == 1 || weight_bytes < kMinParallelBytes || w.rows < 2 * kMinRowsPerTask) {
-    rows_fn(w, x, acts, T, y, 0, w.rows);
+  auto run = [&](int64_t task, int) {
+    const Task& t = tasks[task];
+    products[t.m].rows_fn(ws[t.m], x, *products[t.m].acts, T, ys[t.m], t.r0, t.r1);
+  };
+  if (!parallel || tasks.size() == 1) {
+    for (size_t i = 0; i < tasks.size(); ++i) run(static_cast<int64_t>(i), 0);
     return;
   }
-  int64_t rows_per_task =
-      (w.rows + n_threads * kTasksPerThread - 1) / (n_threads * kTasksPerThread);
-  rows_per_task = std::max(kMinRowsPerTask, (rows_per_task + 3) & ~int64_t{3});
-  const int64_t n_tasks = (w.rows + rows_per_task - 1) / rows_per_task;
-  pool->ParallelFor(n_tasks, [&](int64_t task, int) {
-    const int64_t r0 = task * rows_per_task;
-    rows_fn(w, x, acts, T, y, r0, std::min(w.rows, r0 + rows_per_task));
-  });
+  pool->ParallelFor(static_cast<int64_t>(tasks.size()), run);
 }
 
 double MeasureReadBandwidth(ThreadPool* pool, double seconds) {

@@ -7,6 +7,7 @@
 #define TANDEM_COMMON_MODEL_KERNELS_H_
 
 #include <cstdint>
+#include <span>
 #include <string_view>
 
 #include "common/model/ggml_types.h"
@@ -37,6 +38,16 @@ SimdLevel ActiveSimdLevel();
 // activation rounding. `pool` may be null (single thread).
 // REQUIRES: T >= 1, w.cols % BlockElements(w.type) == 0, y does not alias x.
 void MatMul(const MatView& w, const float* x, int T, float* y, ThreadPool* pool);
+
+// ys[i] = ws[i] x for every i, with the same contract as MatMul for each product: the results
+// equal separate MatMul calls bit for bit. Faster than separate calls for matrices that share
+// their input (Q/K/V, or the two FFN up projections): the activations are quantized once and all
+// rows go through a single ParallelFor, so there is one pool dispatch instead of one per matrix
+// and the threads balance over the whole set.
+// REQUIRES: ws.size() == ys.size(); every matrix has the same cols; ys[i] holds T * ws[i].rows
+// floats and aliases neither x nor another ys[j].
+void MatMulMany(std::span<const MatView> ws, const float* x, int T, std::span<float* const> ys,
+                ThreadPool* pool);
 
 // Measures sustained memory read bandwidth (bytes/second) by streaming a buffer much larger than
 // the caches with all threads of `pool`. Takes about `seconds` of wall time.

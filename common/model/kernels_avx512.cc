@@ -110,21 +110,6 @@ void RowsDense(const MatView& w, const float* x, const QuantizedActs&, int T, fl
 
 // --- Q8_0 / Q4_0 ---------------------------------------------------------------------------------
 
-// Converts the fp16 scales of blocks [0, nb) of a row to float; dws[nb .. nb rounded up to 16)
-// become 0 so padding blocks contribute nothing. The halves are collected with scalar loads and
-// stores, which use the integer ports beside the busy vector pipes, and converted 16 at a time.
-// `halves` has room for nb rounded up to 16.
-template <typename Block>
-inline void RowScales(const Block* row, int64_t nb, uint16_t* halves, float* dws) {
-  for (int64_t b = 0; b < nb; ++b) halves[b] = row[b].d;
-  const int64_t end = (nb + 15) & ~int64_t{15};
-  for (int64_t b = nb; b < end; ++b) halves[b] = 0;
-  for (int64_t b = 0; b < end; b += 16) {
-    _mm512_store_ps(
-        dws + b, _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(halves + b))));
-  }
-}
-
 // Loaders for one group of 8 weight blocks, as 4 registers in the QuantizedActs::xt layout
 // (register m, qword j = elements 8m .. 8m + 7 of block j) and as unsigned bytes: Q8_0 as
 // w + 128, Q4_0 as the raw nibble (w + 8). The offsets are cancelled by xt_corr. The shuffles are
@@ -180,34 +165,82 @@ struct Q4Group {
   }
 };
 
-// out[r * TB + t] = (weight row r) . (activation row t0 + t) for R rows starting at row0, whose
-// float block scales are in dws[r]. Per group of 8 blocks and per activation row this is 4
-// vpdpbusd into an int32 accumulator (exact), then one convert, one scale multiply and one FMA;
-// the activation loads are shared by the R weight rows.
+// The fp16 scales of the 8 blocks of a group as floats, each twice ([d0, d0, d1, d1, ...]) to
+// match the two accumulator lanes per block. The halves are packed in general-purpose registers
+// (integer ports, idle next to the busy vector pipes) and converted with one vcvtph2ps.
+template <typename Block>
+inline __m512 GroupScales(const Block* blk) {
+  auto h = [blk](int j) { return static_cast<uint64_t>(blk[j].d); };
+  const uint64_t lo = h(0) | h(1) << 16 | h(2) << 32 | h(3) << 48;
+  const uint64_t hi = h(4) | h(5) << 16 | h(6) << 32 | h(7) << 48;
+  const __m256 d = _mm256_cvtph_ps(_mm_insert_epi64(_mm_cvtsi64_si128(static_cast<int64_t>(lo)),
+                                                    static_cast<int64_t>(hi), 1));
+  const __m512i dup_idx = _mm512_set_epi32(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0);
+  return _mm512_permutexvar_ps(dup_idx, _mm512_castps256_ps512(d));
+}
+
+// Sums each of v[0..3] across its lanes: out[i] = sum of v[i]. A transposing tree (13 vector ops
+// for all four) instead of four separate reductions (about 8 each): with 768-wide rows there are
+// only 3 groups per row, so the reductions are a noticeable share of the work.
+inline __m128 HorizontalSum4(__m512 a, __m512 b, __m512 c, __m512 d) {
+  // Per 128-bit lane: [a0 + a2, b0 + b2, a1 + a3, b1 + b3].
+  const __m512 ab = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
+  const __m512 cd = _mm512_add_ps(_mm512_unpacklo_ps(c, d), _mm512_unpackhi_ps(c, d));
+  // Per 128-bit lane: partial sums [a, b, c, d].
+  const __m512 abcd = _mm512_add_ps(_mm512_shuffle_ps(ab, cd, _MM_SHUFFLE(1, 0, 1, 0)),
+                                    _mm512_shuffle_ps(ab, cd, _MM_SHUFFLE(3, 2, 3, 2)));
+  const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(abcd), _mm512_extractf32x8_ps(abcd, 1));
+  return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+}
+
+// out[i] = lane sum of acc[i] for i < N.
+template <int N>
+inline void HorizontalSums(const __m512* acc, float* out) {
+  int i = 0;
+  for (; i + 4 <= N; i += 4) {
+    _mm_storeu_ps(out + i, HorizontalSum4(acc[i], acc[i + 1], acc[i + 2], acc[i + 3]));
+  }
+  if constexpr (N % 4 != 0) {
+    const __m512 z = _mm512_setzero_ps();
+    alignas(16) float tail[4];
+    _mm_store_ps(tail, HorizontalSum4(acc[i], N % 4 > 1 ? acc[i + 1] : z,
+                                      N % 4 > 2 ? acc[i + 2] : z, z));
+    for (int k = 0; k < N % 4; ++k) out[i + k] = tail[k];
+  }
+}
+
+// out[r * TB + t] = (weight row r) . (activation row t0 + t) for R consecutive rows starting at
+// row0. Per group of 8 blocks and per activation row this is 4 vpdpbusd into an int32
+// accumulator (exact), then one convert, one scale multiply and one FMA; the activation loads are
+// shared by the R weight rows and the weight shuffles by the TB activation rows. Unless `pf` is
+// null, each group also prefetches the next pf_lines cache lines from `pf` into L2.
 template <int TB, int R, typename Block, typename Group>
-inline void QuantRows(const Block* row0, const float* const* dws, const QuantizedActs& a, int t0,
-                      float* out) {
+inline void QuantRows(const Block* row0, const QuantizedActs& a, int t0, const char* pf,
+                      int pf_lines, float* out) {
   const int64_t nb = a.n_blocks;
   const int64_t pb = a.padded_blocks;
-  const __m512i dup_idx = _mm512_set_epi32(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0);
-  __m512 acc[R][TB];
-  for (int r = 0; r < R; ++r)
-    for (int t = 0; t < TB; ++t) acc[r][t] = _mm512_setzero_ps();
+  __m512 acc[R * TB];
+  for (int i = 0; i < R * TB; ++i) acc[i] = _mm512_setzero_ps();
   for (int64_t b = 0; b < nb; b += kGroupBlocks) {
+    if (pf != nullptr) {
+      for (int k = 0; k < pf_lines; ++k) _mm_prefetch(pf + 64 * k, _MM_HINT_T1);
+      pf += 64 * pf_lines;
+    }
     __m512i w[R][4];
     __m512 dw[R];
     for (int r = 0; r < R; ++r) {
       const Block* blk = row0 + r * nb + b;
       if (b + kGroupBlocks <= nb) {
         Group::Load(blk, w[r]);
+        dw[r] = GroupScales(blk);
       } else {
         // Last, partial group: zero blocks (scale 0, values 0) stand in for the missing ones.
         Block tmp[kGroupBlocks];
         std::memset(tmp, 0, sizeof(tmp));
         std::memcpy(tmp, blk, (nb - b) * sizeof(Block));
         Group::Load(tmp, w[r]);
+        dw[r] = GroupScales(tmp);
       }
-      dw[r] = _mm512_permutexvar_ps(dup_idx, _mm512_castps256_ps512(_mm256_loadu_ps(dws[r] + b)));
     }
     for (int t = 0; t < TB; ++t) {
       const int64_t i = (t0 + t) * pb + b;  // first block of the group in activation arrays
@@ -221,13 +254,21 @@ inline void QuantRows(const Block* row0, const float* const* dws, const Quantize
         s = _mm512_dpbusd_epi32(s, w[r][1], x1);
         s = _mm512_dpbusd_epi32(s, w[r][2], x2);
         s = _mm512_dpbusd_epi32(s, w[r][3], x3);
-        acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw[r], dx), acc[r][t]);
+        acc[r * TB + t] =
+            _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw[r], dx), acc[r * TB + t]);
       }
     }
   }
-  for (int r = 0; r < R; ++r)
-    for (int t = 0; t < TB; ++t) out[r * TB + t] = _mm512_reduce_add_ps(acc[r][t]);
+  HorizontalSums<R * TB>(acc, out);
 }
+
+// Prefetching, tuned on Zen 4 in the real forward pass (T = 1 and T = 5). Each row pair's cache
+// lines are requested into L1 in one burst just before it is computed: the compute loop alone
+// reaches the next group's lines only when the out-of-order window gets there. The pair
+// kPrefetchPairs ahead is requested into L2 while the current one is computed, a few lines per
+// group, so the memory stream keeps going during the long compute of T > 1. (Into L1 or only 1-2
+// pairs ahead was slower; without the L1 burst, T = 1 decode was about 20% slower.)
+constexpr int kPrefetchPairs = 4;
 
 template <typename Block, typename Group>
 void RowsQuant(const MatView& w, const float*, const QuantizedActs& a, int T, float* y, int64_t r0,
@@ -235,33 +276,33 @@ void RowsQuant(const MatView& w, const float*, const QuantizedActs& a, int T, fl
   constexpr int R = 2;  // weight rows processed together
   const Block* base = static_cast<const Block*>(w.data);
   const int64_t nb = a.n_blocks;
-  // Row scales as floats, padded with zeros to a multiple of 16 (RowScales writes whole vectors).
-  const int64_t stride = (nb + 15) & ~int64_t{15};
-  constexpr int64_t kStackScales = 2048;
-  alignas(64) float stack_scales[kStackScales];
-  alignas(64) uint16_t halves[kStackScales];
-  // malloc rather than std::vector: a std:: template instantiated in this file could be merged
-  // by the linker with the baseline copy used elsewhere and carry AVX-512 code into it.
-  float* heap_scales = nullptr;
-  float* scales = stack_scales;
-  uint16_t* half_buf = halves;
-  if (R * stride > kStackScales) {
-    // One allocation: R float rows, then the halves (64-byte aligned: stride % 16 == 0).
-    heap_scales = static_cast<float*>(std::aligned_alloc(64, R * stride * 6));
-    scales = heap_scales;
-    half_buf = reinterpret_cast<uint16_t*>(heap_scales + R * stride);
+  const auto* bytes = reinterpret_cast<const char*>(base);
+  const int64_t row_bytes = nb * static_cast<int64_t>(sizeof(Block));
+  // L2 prefetch: pf_lines lines per group cover a row pair. The rows up to the first pair the
+  // loop prefetches go in one burst. Only this task's rows: the ones after it belong to another
+  // task, maybe on another thread.
+  const int64_t n_groups = (nb + kGroupBlocks - 1) / kGroupBlocks;
+  const int pf_lines = static_cast<int>((R * row_bytes + 64 * n_groups - 1) / (64 * n_groups));
+  const int64_t task_end = r1 * row_bytes;
+  const int64_t ahead_end = (r0 + kPrefetchPairs * R) * row_bytes;
+  // Not std::min: a std:: template instantiated in this file could be merged by the linker with
+  // the baseline copy used elsewhere and carry AVX-512 code into it.
+  for (int64_t p = (r0 + R) * row_bytes; p < (ahead_end < task_end ? ahead_end : task_end);
+       p += 64) {
+    _mm_prefetch(bytes + p, _MM_HINT_T1);
   }
-  const float* dws[R];
-  for (int r = 0; r < R; ++r) dws[r] = scales + r * stride;
-
   auto run = [&](auto rows_const, int64_t r) {
     constexpr int kRows = decltype(rows_const)::value;
-    for (int k = 0; k < kRows; ++k)
-      RowScales(base + (r + k) * nb, nb, half_buf, scales + k * stride);
+    for (int64_t p = r * row_bytes; p < (r + kRows) * row_bytes; p += 64) {
+      _mm_prefetch(bytes + p, _MM_HINT_T0);
+    }
+    const char* pf = nullptr;
+    if (r + (kPrefetchPairs + 1) * R <= r1) pf = bytes + (r + kPrefetchPairs * R) * row_bytes;
     ForEachTGroup<kMaxQuantTB>(T, [&](auto tb, int t0) {
       constexpr int TB = decltype(tb)::value;
       float out[kRows * TB];
-      QuantRows<TB, kRows, Block, Group>(base + r * nb, dws, a, t0, out);
+      QuantRows<TB, kRows, Block, Group>(base + r * nb, a, t0, t0 == 0 ? pf : nullptr, pf_lines,
+                                         out);
       for (int k = 0; k < kRows; ++k)
         for (int t = 0; t < TB; ++t) y[(t0 + t) * w.rows + r + k] = out[k * TB + t];
     });
@@ -269,7 +310,6 @@ void RowsQuant(const MatView& w, const float*, const QuantizedActs& a, int T, fl
   int64_t r = r0;
   for (; r + R <= r1; r += R) run(std::integral_constant<int, R>{}, r);
   if (r < r1) run(std::integral_constant<int, 1>{}, r);
-  std::free(heap_scales);
 }
 
 // --- Activation quantization ---------------------------------------------------------------------

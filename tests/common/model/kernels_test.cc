@@ -300,6 +300,52 @@ TEST_F(KernelsTest, ActivationQuantizersAgreeBytewise) {
   }
 }
 
+// MatMulMany must give exactly what separate MatMul calls give, for every mix of weight types
+// (Q8_0 and Q4_0 need differently quantized activations), with matrices large enough to be split
+// across the pool and ones too small to be, and an empty one.
+TEST_F(KernelsTest, MatMulManyEqualsSeparateMatMuls) {
+  constexpr int64_t kCols = 256;
+  const int64_t kRowCounts[] = {301, 64, 0, 7};
+  std::unique_ptr<ThreadPool> pools[] = {nullptr, std::make_unique<ThreadPool>(2),
+                                         std::make_unique<ThreadPool>(3)};
+  const std::vector<float> x = RandomFloats(16 * kCols, 7);
+  uint32_t seed = 900;
+  for (int mix = 0; mix < 5; ++mix) {
+    // mix 0-3: every matrix of one type; mix 4: the types rotate through the set.
+    std::vector<Weights> ws;
+    for (size_t i = 0; i < std::size(kRowCounts); ++i) {
+      const GgmlType type = kTypes[mix < 4 ? mix : i % std::size(kTypes)];
+      ws.push_back(MakeWeights(type, kRowCounts[i], kCols, seed++));
+    }
+    std::vector<MatView> views;
+    for (const Weights& w : ws) views.push_back(w.view);
+    for (int T : {1, 2, 5, 9}) {
+      for (SimdLevel level : Levels()) {
+        ForceSimdLevel(level);
+        for (const auto& pool : pools) {
+          SCOPED_TRACE(Describe(level, views[0].type, T, kRowCounts[0], kCols,
+                                pool ? pool->size() : 0) +
+                       " mix=" + std::to_string(mix));
+          std::vector<std::vector<float>> separate, fused;
+          std::vector<float*> outs;
+          for (const MatView& v : views) {
+            separate.emplace_back(T * v.rows + 1, std::nanf(""));
+            fused.emplace_back(T * v.rows + 1, std::nanf(""));
+            MatMul(v, x.data(), T, separate.back().data(), pool.get());
+          }
+          for (auto& f : fused) outs.push_back(f.data());
+          MatMulMany(views, x.data(), T, outs, pool.get());
+          for (size_t i = 0; i < views.size(); ++i) {
+            ASSERT_EQ(0, std::memcmp(separate[i].data(), fused[i].data(),
+                                     fused[i].size() * sizeof(float)))
+                << "matrix " << i;
+          }
+        }
+      }
+    }
+  }
+}
+
 TEST_F(KernelsTest, ZeroRowsIsANoOp) {
   const std::vector<float> x(64, 1.0f);
   MatMul(MatView{GgmlType::kQ8_0, nullptr, 0, 64}, x.data(), 2, nullptr, nullptr);
