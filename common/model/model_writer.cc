@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_replace.h"
 #include "common/model/gguf.h"
 #include "common/model/gguf_vocab.h"
 #include "common/model/sampler.h"
@@ -267,9 +268,8 @@ absl::Status WriteSyntheticLlama2c(const SyntheticModelSpec& spec, const std::st
   int32_t max_len = 0;
   std::vector<std::string> pieces;
   for (int32_t i = 0; i < vocab.size(); ++i) {
-    std::string p = vocab.TokenText(i);
     // tokenizer.bin spells the SPM space as a plain ' '.
-    for (size_t at; (at = p.find("\xE2\x96\x81")) != std::string::npos;) p.replace(at, 3, " ");
+    std::string p = absl::StrReplaceAll(vocab.TokenText(i), {{"\xE2\x96\x81", " "}});
     max_len = std::max<int32_t>(max_len, static_cast<int32_t>(p.size()));
     pieces.push_back(std::move(p));
   }

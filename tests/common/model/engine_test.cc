@@ -121,11 +121,7 @@ TEST_F(EngineTest, TreeMaskEqualsSeparateChains) {
   std::vector<int32_t> prefix = Prompt();
   KvCache base = NewCache();
   Run(e, base, prefix);
-  // Tree:      0:a
-  //           /    \
-  //        1:b      2:c
-  //        /  \       \
-  //     3:d   4:e     5:f
+  // Tree (node: parent): 0: root, 1: 0, 2: 0, 3: 1, 4: 1, 5: 2. Two levels, three leaves.
   std::vector<int32_t> toks = {300, 301, 302, 303, 304, 305};
   std::vector<int32_t> parents = {-1, 0, 0, 1, 1, 2};
   KvCache tree = base;

@@ -78,7 +78,9 @@ TEST(VecOpsTest, ActiveOpsFollowTheForcedSimdLevel) {
   ForceSimdLevel(SimdLevel::kScalar);
   EXPECT_EQ(&ActiveVecOps(), &ScalarVecOps());
   ForceSimdLevel(DetectedSimdLevel());
-  if (HaveAvx2()) EXPECT_EQ(&ActiveVecOps(), &Avx2VecOps());
+  if (HaveAvx2()) {
+    EXPECT_EQ(&ActiveVecOps(), &Avx2VecOps());
+  }
 }
 
 }  // namespace
