@@ -68,46 +68,56 @@ int BenchCommand(const std::vector<std::string>& args) {
     }
   };
 
-  std::fprintf(stderr, "measuring memory read bandwidth...\n");
-  const double bandwidth = model::MeasureReadBandwidth(&pool, std::min(*budget, 2.0));
+  // The machine's speed drifts (other tenants, clocks), so each baseline is measured in the
+  // same rounds as what it is compared with: every round measures the read bandwidth and then
+  // decodes a window of tokens, and the fraction of the bound is taken per round; the batch
+  // sizes are likewise interleaved within each round. Medians over rounds are reported.
   const double bytes_per_token = static_cast<double>(m.BytesPerDecodedToken());
-  const double bound_tps = bandwidth / bytes_per_token;
-
-  // Decode at batch 1 over a fixed context window: positions [base, base + window), then roll
-  // back and repeat, so the figure does not drift with the context length. Warm up first so the
-  // weights are resident.
   const int base = std::min(32, capacity / 4);
   const int window = std::min(64, capacity - base - 1);
-  cache.Clear();
-  run(random_tokens(base), model::LogitsMode::kLast);
-  for (int i = 0; i < 2; ++i) run(random_tokens(1), model::LogitsMode::kLast);
-  std::vector<double> step_times;
-  const double decode_start = Now();
-  while (Now() - decode_start < *budget || step_times.size() < 8) {
-    if (cache.length() >= base + window) (void)cache.Truncate(base);
-    double t = Now();
-    run(random_tokens(1), model::LogitsMode::kLast);
-    step_times.push_back(Now() - t);
-  }
-  const double decode_tps = 1.0 / Median(step_times);
-
-  // Forward cost over T positions after `base` positions of context (a verification pass:
-  // logits for every position).
   const std::vector<int> batch_sizes = {1, 2, 4, 5, 8, 16};
-  std::vector<double> batch_seconds;
-  for (int T : batch_sizes) {
-    if (base + T > capacity) break;
-    std::vector<double> times;
-    const double start = Now();
-    while ((Now() - start < *budget / 2 || times.size() < 5) && times.size() < 1000) {
-      std::vector<int32_t> toks = random_tokens(T);
-      (void)cache.Truncate(base);
+  const int rounds = 7;
+  const double round_budget = *budget / rounds;
+  cache.Clear();
+  run(random_tokens(base), model::LogitsMode::kLast);  // warm-up: weights resident
+  std::vector<double> bandwidths, decode_rates, fractions;
+  std::vector<std::vector<double>> batch_times(batch_sizes.size());
+  for (int round = 0; round < rounds; ++round) {
+    std::fprintf(stderr, "round %d/%d\n", round + 1, rounds);
+    const double bw = model::MeasureReadBandwidth(&pool, std::max(0.05, round_budget / 3));
+    // Decode at batch 1 over positions [base, base + window).
+    (void)cache.Truncate(base);
+    std::vector<double> step_times;
+    const double decode_start = Now();
+    while ((Now() - decode_start < round_budget / 3 || step_times.size() < 4) &&
+           cache.length() < base + window) {
       double t = Now();
-      run(toks, model::LogitsMode::kAll);
-      times.push_back(Now() - t);
+      run(random_tokens(1), model::LogitsMode::kLast);
+      step_times.push_back(Now() - t);
     }
-    batch_seconds.push_back(Median(times));
+    const double tps = 1.0 / Median(step_times);
+    bandwidths.push_back(bw);
+    decode_rates.push_back(tps);
+    fractions.push_back(tps / (bw / bytes_per_token));
+    // Forward cost over T positions after `base` positions of context (a verification pass:
+    // logits for every position), the sizes interleaved.
+    const double batch_start = Now();
+    do {
+      for (size_t k = 0; k < batch_sizes.size(); ++k) {
+        std::vector<int32_t> toks = random_tokens(batch_sizes[k]);
+        (void)cache.Truncate(base);
+        double t = Now();
+        run(toks, model::LogitsMode::kAll);
+        batch_times[k].push_back(Now() - t);
+      }
+    } while (Now() - batch_start < round_budget / 3);
   }
+  const double bandwidth = Median(bandwidths);
+  const double bound_tps = bandwidth / bytes_per_token;
+  const double decode_tps = Median(decode_rates);
+  const double decode_fraction = Median(fractions);
+  std::vector<double> batch_seconds;
+  for (const std::vector<double>& t : batch_times) batch_seconds.push_back(Median(t));
 
   // Prefill: one chain pass over a prompt, logits for the last position only.
   const int prefill_len = std::min(128, capacity);
@@ -138,11 +148,12 @@ int BenchCommand(const std::vector<std::string>& args) {
       "  \"bandwidth_bound_tokens_per_second\": %.3f,\n"
       "  \"decode_tokens_per_second\": %.3f,\n"
       "  \"decode_fraction_of_bound\": %.4f,\n"
+      "  \"rounds\": %d,\n"
       "  \"forward_cost\": [\n%s\n  ],\n"
       "  \"prefill_positions\": %d,\n  \"prefill_tokens_per_second\": %.3f\n}\n",
       JsonString(m.path()), weight_type, m.ParameterCount(), m.BytesPerDecodedToken(), pool.size(),
       std::string(model::SimdLevelName(model::ActiveSimdLevel())), base, base + window, bandwidth, bound_tps,
-      decode_tps, decode_tps / bound_tps, absl::StrJoin(batch_json, ",\n"), prefill_len,
+      decode_tps, decode_fraction, rounds, absl::StrJoin(batch_json, ",\n"), prefill_len,
       prefill_tps);
   std::ofstream js(flags->String("json"), std::ios::trunc);
   js << json;
