@@ -44,6 +44,11 @@ constexpr int kMaxDenseTB = 8;  // activation rows per pass for F32 / F16
 // Activation rows per pass for Q8_0 / Q4_0: with 2 weight rows (4 registers each) in flight,
 // 2 x 6 accumulators still fit in the 32 zmm registers.
 constexpr int kMaxQuantTB = 6;
+// For T > kMaxQuantTB, up to 8 rows per pass: the 16 accumulators and 8 weight registers leave no
+// room for the activations, which vpdpbusd then reads from memory (L1), but each weight row pair
+// is loaded and shuffled once instead of twice (T = 7, 8). Kept apart from the T <= 6 code so its
+// register allocation is unaffected.
+constexpr int kMaxWideQuantTB = 8;
 
 // Independent accumulators per activation row: with few rows, one FMA chain per row would make
 // FMA latency (not bandwidth) the limit.
@@ -270,9 +275,9 @@ inline void QuantRows(const Block* row0, const QuantizedActs& a, int t0, const c
 // pairs ahead was slower; without the L1 burst, T = 1 decode was about 20% slower.)
 constexpr int kPrefetchPairs = 4;
 
-template <typename Block, typename Group>
-void RowsQuant(const MatView& w, const float*, const QuantizedActs& a, int T, float* y, int64_t r0,
-               int64_t r1) {
+template <typename Block, typename Group, int kMaxTB>
+__attribute__((noinline)) void RowsQuantTB(const MatView& w, const QuantizedActs& a, int T,
+                                           float* y, int64_t r0, int64_t r1) {
   constexpr int R = 2;  // weight rows processed together
   const Block* base = static_cast<const Block*>(w.data);
   const int64_t nb = a.n_blocks;
@@ -298,7 +303,7 @@ void RowsQuant(const MatView& w, const float*, const QuantizedActs& a, int T, fl
     }
     const char* pf = nullptr;
     if (r + (kPrefetchPairs + 1) * R <= r1) pf = bytes + (r + kPrefetchPairs * R) * row_bytes;
-    ForEachTGroup<kMaxQuantTB>(T, [&](auto tb, int t0) {
+    ForEachTGroup<kMaxTB>(T, [&](auto tb, int t0) {
       constexpr int TB = decltype(tb)::value;
       float out[kRows * TB];
       QuantRows<TB, kRows, Block, Group>(base + r * nb, a, t0, t0 == 0 ? pf : nullptr, pf_lines,
@@ -310,6 +315,16 @@ void RowsQuant(const MatView& w, const float*, const QuantizedActs& a, int T, fl
   int64_t r = r0;
   for (; r + R <= r1; r += R) run(std::integral_constant<int, R>{}, r);
   if (r < r1) run(std::integral_constant<int, 1>{}, r);
+}
+
+template <typename Block, typename Group>
+void RowsQuant(const MatView& w, const float*, const QuantizedActs& a, int T, float* y, int64_t r0,
+               int64_t r1) {
+  if (T <= kMaxQuantTB) {
+    RowsQuantTB<Block, Group, kMaxQuantTB>(w, a, T, y, r0, r1);
+  } else {
+    RowsQuantTB<Block, Group, kMaxWideQuantTB>(w, a, T, y, r0, r1);
+  }
 }
 
 // --- Activation quantization ---------------------------------------------------------------------

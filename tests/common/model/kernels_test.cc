@@ -117,7 +117,7 @@ TEST_F(KernelsTest, DetectionAndForcing) {
 // must give bit-identical results whatever the pool, because a row is always computed by the
 // same code in the same order.
 TEST_F(KernelsTest, MatchesReferenceAcrossLevelsTypesShapesAndPools) {
-  const int kBatches[] = {1, 2, 3, 5, 8, 11, 16};
+  const int kBatches[] = {1, 2, 3, 5, 7, 8, 11, 16};
   const int64_t kRows[] = {1, 7, 33, 100};
   const int64_t kCols[] = {32, 64, 96, 768};
   std::unique_ptr<ThreadPool> pools[] = {nullptr, std::make_unique<ThreadPool>(1),
@@ -341,6 +341,34 @@ TEST_F(KernelsTest, MatMulManyEqualsSeparateMatMuls) {
                 << "matrix " << i;
           }
         }
+      }
+    }
+  }
+}
+
+// For Q8_0 / Q4_0 every output is computed the same way whatever T: the AVX-512 kernel splits T
+// into passes of up to 6 activation rows (T <= 6) or 8 (T > 6), and each must give the bits a
+// single-row call gives. T values cover every pass shape: one pass of each size 1-8, then 8 + 1
+// up to 8 + 8.
+TEST_F(KernelsTest, QuantizedResultsDoNotDependOnBatchSize) {
+  constexpr int64_t kRows = 37;  // odd: the last row goes through the single-row tail
+  constexpr int64_t kCols = 320;  // 10 blocks: one full group of 8 and a partial one
+  ThreadPool pool(2);
+  uint32_t seed = 900;
+  for (GgmlType type : {GgmlType::kQ8_0, GgmlType::kQ4_0}) {
+    const Weights w = MakeWeights(type, kRows, kCols, seed++);
+    const std::vector<float> x = RandomFloats(16 * kCols, seed++);
+    for (SimdLevel level : Levels()) {
+      ForceSimdLevel(level);
+      std::vector<float> single(16 * kRows);
+      for (int t = 0; t < 16; ++t) {
+        MatMul(w.view, x.data() + t * kCols, 1, single.data() + t * kRows, nullptr);
+      }
+      for (int T = 2; T <= 16; ++T) {
+        SCOPED_TRACE(Describe(level, type, T, kRows, kCols, 2));
+        std::vector<float> y(T * kRows, std::nanf(""));
+        MatMul(w.view, x.data(), T, y.data(), &pool);
+        ASSERT_EQ(0, std::memcmp(single.data(), y.data(), y.size() * sizeof(float)));
       }
     }
   }
