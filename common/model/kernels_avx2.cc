@@ -244,23 +244,33 @@ void QuantizeActsAvx2(const float* x, int T, int offset, QuantizedActs* a) {
   }
 }
 
-uint64_t StreamReadAvx2(const void* data, size_t bytes) {
-  const auto* p = static_cast<const __m256i*>(data);
-  __m256i s0 = _mm256_setzero_si256(), s1 = s0, s2 = s0, s3 = s0;
-  for (size_t i = 0; i < bytes / 32; i += 8) {
-    s0 = _mm256_add_epi64(s0,
-                          _mm256_add_epi64(_mm256_load_si256(p + i), _mm256_load_si256(p + i + 1)));
-    s1 = _mm256_add_epi64(
-        s1, _mm256_add_epi64(_mm256_load_si256(p + i + 2), _mm256_load_si256(p + i + 3)));
-    s2 = _mm256_add_epi64(
-        s2, _mm256_add_epi64(_mm256_load_si256(p + i + 4), _mm256_load_si256(p + i + 5)));
-    s3 = _mm256_add_epi64(
-        s3, _mm256_add_epi64(_mm256_load_si256(p + i + 6), _mm256_load_si256(p + i + 7)));
+template <int S>
+uint64_t StreamReadStreams(const uint8_t* data, size_t bytes) {
+  const size_t len = bytes / S;
+  __m256i acc[S];
+  for (int k = 0; k < S; ++k) acc[k] = _mm256_setzero_si256();
+  for (size_t off = 0; off + 256 <= len; off += 256) {
+    for (int k = 0; k < S; ++k) {
+      const auto* p = reinterpret_cast<const __m256i*>(data + k * len + off);
+      __m256i a = _mm256_add_epi64(_mm256_load_si256(p), _mm256_load_si256(p + 1));
+      __m256i b = _mm256_add_epi64(_mm256_load_si256(p + 2), _mm256_load_si256(p + 3));
+      __m256i c = _mm256_add_epi64(_mm256_load_si256(p + 4), _mm256_load_si256(p + 5));
+      __m256i d = _mm256_add_epi64(_mm256_load_si256(p + 6), _mm256_load_si256(p + 7));
+      acc[k] = _mm256_add_epi64(acc[k], _mm256_add_epi64(_mm256_add_epi64(a, b), _mm256_add_epi64(c, d)));
+    }
   }
-  const __m256i s = _mm256_add_epi64(_mm256_add_epi64(s0, s1), _mm256_add_epi64(s2, s3));
+  __m256i t = acc[0];
+  for (int k = 1; k < S; ++k) t = _mm256_add_epi64(t, acc[k]);
   alignas(32) uint64_t lanes[4];
-  _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), s);
+  _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), t);
   return lanes[0] + lanes[1] + lanes[2] + lanes[3];
+}
+
+uint64_t StreamReadAvx2(const void* data, size_t bytes, int streams) {
+  const auto* p = static_cast<const uint8_t*>(data);
+  if (streams >= 4) return StreamReadStreams<4>(p, bytes);
+  if (streams == 2) return StreamReadStreams<2>(p, bytes);
+  return StreamReadStreams<1>(p, bytes);
 }
 
 }  // namespace

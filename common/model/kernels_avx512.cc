@@ -386,21 +386,34 @@ void QuantizeActsAvx512(const float* x, int T, int offset, QuantizedActs* a) {
   }
 }
 
-uint64_t StreamReadAvx512(const void* data, size_t bytes) {
-  const auto* p = static_cast<const __m512i*>(data);
-  __m512i s0 = _mm512_setzero_si512(), s1 = s0, s2 = s0, s3 = s0;
-  for (size_t i = 0; i < bytes / 64; i += 4) {
-    s0 = _mm512_add_epi64(s0, _mm512_load_si512(p + i));
-    s1 = _mm512_add_epi64(s1, _mm512_load_si512(p + i + 1));
-    s2 = _mm512_add_epi64(s2, _mm512_load_si512(p + i + 2));
-    s3 = _mm512_add_epi64(s3, _mm512_load_si512(p + i + 3));
+template <int S>
+uint64_t StreamReadStreams(const uint8_t* data, size_t bytes) {
+  const size_t len = bytes / S;
+  __m512i acc[S];
+  for (int k = 0; k < S; ++k) acc[k] = _mm512_setzero_si512();
+  for (size_t off = 0; off + 256 <= len; off += 256) {
+    for (int k = 0; k < S; ++k) {
+      const auto* p = reinterpret_cast<const __m512i*>(data + k * len + off);
+      acc[k] = _mm512_add_epi64(
+          acc[k], _mm512_add_epi64(_mm512_add_epi64(_mm512_load_si512(p), _mm512_load_si512(p + 1)),
+                                   _mm512_add_epi64(_mm512_load_si512(p + 2), _mm512_load_si512(p + 3))));
+    }
   }
+  __m512i t = acc[0];
+  for (int k = 1; k < S; ++k) t = _mm512_add_epi64(t, acc[k]);
   // Summed as unsigned: _mm512_reduce_add_epi64 adds signed 64-bit lanes, which may overflow.
   alignas(64) uint64_t lanes[8];
-  _mm512_store_si512(lanes, _mm512_add_epi64(_mm512_add_epi64(s0, s1), _mm512_add_epi64(s2, s3)));
+  _mm512_store_si512(lanes, t);
   uint64_t sum = 0;
   for (uint64_t v : lanes) sum += v;
   return sum;
+}
+
+uint64_t StreamReadAvx512(const void* data, size_t bytes, int streams) {
+  const auto* p = static_cast<const uint8_t*>(data);
+  if (streams >= 4) return StreamReadStreams<4>(p, bytes);
+  if (streams == 2) return StreamReadStreams<2>(p, bytes);
+  return StreamReadStreams<1>(p, bytes);
 }
 
 }  // namespace

@@ -59,7 +59,10 @@ using RowsFn = void (*)(const MatView& w, const float* x, const QuantizedActs& a
                         int64_t r0, int64_t r1);
 // Reads `bytes` (a multiple of 256, 64-byte aligned) as fast as possible; returns a value that
 // depends on the data so the loads cannot be optimized away.
-using StreamReadFn = uint64_t (*)(const void* data, size_t bytes);
+// Reads `bytes` as `streams` equal, concurrently advancing sequential streams (1, 2 or 4; each
+// stream's length a multiple of 256 bytes). Several streams per core draw more bandwidth from
+// some memory systems, as a matrix kernel walking several rows at once does.
+using StreamReadFn = uint64_t (*)(const void* data, size_t bytes, int streams);
 
 struct KernelSet {
   RowsFn f32;
