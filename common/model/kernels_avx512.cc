@@ -69,59 +69,151 @@ inline __m512 LoadWMasked(const uint16_t* row, int64_t c, __mmask16 m) {
   return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, row + c));
 }
 
-// out[t] = dot(row, x + t * cols) for t < TB.
-template <int TB, typename W>
-inline void DenseRow(const W* row, const float* x, int64_t cols, float* out) {
+// out[k * TB + t] = dot(row k, x + t * cols) for k < R consecutive rows (cols apart) starting at
+// row0 and t < TB. Each row keeps its own accumulators and order of operations whatever R, so
+// results do not depend on how rows are grouped; the activation loads are shared by the R rows.
+// Unless `pf` is null, each main-loop step also prefetches the next pf_lines cache lines from
+// `pf` into L2.
+template <int TB, int R, typename W>
+inline void DenseRows(const W* row0, const float* x, int64_t cols, const char* pf, int pf_lines,
+                      float* out) {
   constexpr int U = kUnroll<TB>;
-  __m512 acc[TB][U];
-  for (int t = 0; t < TB; ++t)
-    for (int u = 0; u < U; ++u) acc[t][u] = _mm512_setzero_ps();
+  __m512 acc[R][TB][U];
+  for (int k = 0; k < R; ++k)
+    for (int t = 0; t < TB; ++t)
+      for (int u = 0; u < U; ++u) acc[k][t][u] = _mm512_setzero_ps();
   int64_t c = 0;
   for (; c + 16 * U <= cols; c += 16 * U) {
+    if (pf != nullptr) {
+      for (int i = 0; i < pf_lines; ++i) _mm_prefetch(pf + 64 * i, _MM_HINT_T1);
+      pf += 64 * pf_lines;
+    }
     for (int u = 0; u < U; ++u) {
-      const __m512 w = LoadW(row, c + 16 * u);
+      __m512 w[R];
+      for (int k = 0; k < R; ++k) w[k] = LoadW(row0 + k * cols, c + 16 * u);
       for (int t = 0; t < TB; ++t) {
-        acc[t][u] = _mm512_fmadd_ps(w, _mm512_loadu_ps(x + t * cols + c + 16 * u), acc[t][u]);
+        const __m512 xv = _mm512_loadu_ps(x + t * cols + c + 16 * u);
+        for (int k = 0; k < R; ++k) acc[k][t][u] = _mm512_fmadd_ps(w[k], xv, acc[k][t][u]);
       }
     }
   }
   for (; c < cols; c += 16) {
     const __mmask16 m = cols - c >= 16 ? __mmask16(0xffff) : __mmask16((1u << (cols - c)) - 1);
-    const __m512 w = LoadWMasked(row, c, m);
+    __m512 w[R];
+    for (int k = 0; k < R; ++k) w[k] = LoadWMasked(row0 + k * cols, c, m);
     for (int t = 0; t < TB; ++t) {
-      acc[t][0] = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(m, x + t * cols + c), acc[t][0]);
+      const __m512 xv = _mm512_maskz_loadu_ps(m, x + t * cols + c);
+      for (int k = 0; k < R; ++k) acc[k][t][0] = _mm512_fmadd_ps(w[k], xv, acc[k][t][0]);
     }
   }
-  for (int t = 0; t < TB; ++t) {
-    __m512 s = acc[t][0];
-    for (int u = 1; u < U; ++u) s = _mm512_add_ps(s, acc[t][u]);
-    out[t] = _mm512_reduce_add_ps(s);
+  for (int k = 0; k < R; ++k) {
+    for (int t = 0; t < TB; ++t) {
+      __m512 s = acc[k][t][0];
+      for (int u = 1; u < U; ++u) s = _mm512_add_ps(s, acc[k][t][u]);
+      out[k * TB + t] = _mm512_reduce_add_ps(s);
+    }
   }
 }
 
-template <typename W>
-void RowsDense(const MatView& w, const float* x, const QuantizedActs&, int T, float* y, int64_t r0,
-               int64_t r1) {
+// Dense prefetching, tuned on Zen 4 in the real forward pass like the quantized kernels' below:
+// each group of rows is requested into L1 in one burst just before it is computed, and the
+// weights kDenseAheadBytes further on are requested into L2, a few lines per main-loop step, so
+// the memory stream keeps going while a group is computed. Together about 20-25% off F16 decode.
+// Without them, computing rows in groups was slower than one at a time.
+constexpr int64_t kDenseAheadBytes = 16 * 1024;
+// At T = 1, rows per group are chosen so the L1 burst stays within this many bytes (a larger
+// burst evicts what is being computed); at T > 1 it is always 4 rows, whose shared activation
+// loads more than halve the cost of T = 5 (the loads, not the FMAs, were the limit). Except F32
+// at T = 1, see RowsDense.
+constexpr int64_t kDenseL1BurstBytes = 6 * 1024;
+
+// Rows [r0, r1) in groups of R (then single rows), for all T activation rows.
+template <typename W, int R>
+__attribute__((noinline)) void RowsDenseR(const MatView& w, const float* x, int T, float* y,
+                                          int64_t r0, int64_t r1) {
   const W* base = static_cast<const W*>(w.data);
-  for (int64_t r = r0; r < r1; ++r) {
+  const auto* bytes = reinterpret_cast<const char*>(base);
+  const int64_t row_bytes = w.cols * static_cast<int64_t>(sizeof(W));
+  const int64_t ahead_groups = (kDenseAheadBytes + R * row_bytes - 1) / (R * row_bytes);
+  // The rows up to the first group the loop prefetches go into L2 in one burst. Only this task's
+  // rows: the ones after it belong to another task, maybe on another thread.
+  const int64_t task_end = r1 * row_bytes;
+  const int64_t ahead_end = (r0 + ahead_groups * R) * row_bytes;
+  for (int64_t p = (r0 + R) * row_bytes; p < (ahead_end < task_end ? ahead_end : task_end);
+       p += 64) {
+    _mm_prefetch(bytes + p, _MM_HINT_T1);
+  }
+  auto run = [&](auto rows_const, int64_t r) {
+    constexpr int kRows = decltype(rows_const)::value;
+    for (int64_t p = r * row_bytes; p < (r + kRows) * row_bytes; p += 64) {
+      _mm_prefetch(bytes + p, _MM_HINT_T0);
+    }
+    const char* pf = nullptr;
+    if (r + (ahead_groups + 1) * R <= r1) pf = bytes + (r + ahead_groups * R) * row_bytes;
     ForEachTGroup<kMaxDenseTB>(T, [&](auto tb, int t0) {
       constexpr int TB = decltype(tb)::value;
-      float out[TB];
-      DenseRow<TB>(base + r * w.cols, x + t0 * w.cols, w.cols, out);
-      for (int t = 0; t < TB; ++t) y[(t0 + t) * w.rows + r] = out[t];
+      // L2 prefetch: pf_lines lines per main-loop step cover one group of R rows.
+      const int64_t steps = w.cols / (16 * kUnroll<TB>);
+      const int pf_lines =
+          steps > 0 ? static_cast<int>((R * row_bytes + 64 * steps - 1) / (64 * steps)) : 0;
+      float out[kRows * TB];
+      DenseRows<TB, kRows>(base + r * w.cols, x + t0 * w.cols, w.cols, t0 == 0 ? pf : nullptr,
+                           pf_lines, out);
+      for (int k = 0; k < kRows; ++k)
+        for (int t = 0; t < TB; ++t) y[(t0 + t) * w.rows + r + k] = out[k * TB + t];
     });
+  };
+  int64_t r = r0;
+  for (; r + R <= r1; r += R) run(std::integral_constant<int, R>{}, r);
+  for (; r < r1; ++r) run(std::integral_constant<int, 1>{}, r);
+}
+
+template <typename W>
+void RowsDense(const MatView& w, const float* x, const QuantizedActs&, int T, float* y,
+               int64_t r0, int64_t r1) {
+  const int64_t row_bytes = w.cols * static_cast<int64_t>(sizeof(W));
+  if (std::is_same_v<W, float> && T == 1) {
+    // F32 decode was already near the bandwidth bound one row at a time, without software
+    // prefetch (its rows are long sequential runs the hardware prefetcher follows); grouping and
+    // prefetching measured 2-4% slower.
+    const W* base = static_cast<const W*>(w.data);
+    for (int64_t r = r0; r < r1; ++r) {
+      DenseRows<1, 1>(base + r * w.cols, x, w.cols, nullptr, 0, y + r);
+    }
+  } else if (T > 1 || 4 * row_bytes <= kDenseL1BurstBytes) {
+    RowsDenseR<W, 4>(w, x, T, y, r0, r1);
+  } else if (2 * row_bytes <= kDenseL1BurstBytes) {
+    RowsDenseR<W, 2>(w, x, T, y, r0, r1);
+  } else {
+    RowsDenseR<W, 1>(w, x, T, y, r0, r1);
   }
 }
 
 // --- Q8_0 / Q4_0 ---------------------------------------------------------------------------------
 
-// Loaders for one group of 8 weight blocks, as 4 registers in the QuantizedActs::xt layout
-// (register m, qword j = elements 8m .. 8m + 7 of block j) and as unsigned bytes: Q8_0 as
-// w + 128, Q4_0 as the raw nibble (w + 8). The offsets are cancelled by xt_corr. The shuffles are
-// paid once per weight block and shared by all activation rows.
+// The fp16 scales of the 8 blocks of a group as floats, each twice ([d0, d0, d1, d1, ...]) to
+// match the two accumulator lanes per block. The halves are packed in general-purpose registers
+// (integer ports, idle next to the busy vector pipes) and converted with one vcvtph2ps.
+template <typename Block>
+inline __m512 GroupScales(const Block* blk) {
+  auto h = [blk](int j) { return static_cast<uint64_t>(blk[j].d); };
+  const uint64_t lo = h(0) | h(1) << 16 | h(2) << 32 | h(3) << 48;
+  const uint64_t hi = h(4) | h(5) << 16 | h(6) << 32 | h(7) << 48;
+  const __m256 d = _mm256_cvtph_ps(_mm_insert_epi64(_mm_cvtsi64_si128(static_cast<int64_t>(lo)),
+                                                    static_cast<int64_t>(hi), 1));
+  const __m512i dup_idx = _mm512_set_epi32(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0);
+  return _mm512_permutexvar_ps(dup_idx, _mm512_castps256_ps512(d));
+}
+
+// Loaders for one group of 8 weight blocks: the values as 4 registers in the QuantizedActs::xt
+// layout (register m, qword j = elements 8m .. 8m + 7 of block j) and as unsigned bytes: Q8_0 as
+// w + 128, Q4_0 as the raw nibble (w + 8), and the scales as GroupScales returns them. The offsets
+// are cancelled by xt_corr. The shuffles are paid once per weight block and shared by all
+// activation rows.
 struct Q8Group {
   static constexpr int kOffset = kQ8_0Offset;
-  static inline void Load(const BlockQ8_0* blk, __m512i* m) {
+  static constexpr int kPrefetchPairs = 4;  // see RowsQuantTB
+  static inline void Load(const BlockQ8_0* blk, __m512i* m, __m512* dw) {
     auto qs = [blk](int j) {
       return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk[j].qs));
     };
@@ -142,47 +234,47 @@ struct Q8Group {
     m[1] = _mm512_xor_si512(_mm512_shuffle_i64x2(a01, c01, _MM_SHUFFLE(3, 2, 3, 2)), k80);
     m[2] = _mm512_xor_si512(_mm512_shuffle_i64x2(a23, c23, _MM_SHUFFLE(1, 0, 1, 0)), k80);
     m[3] = _mm512_xor_si512(_mm512_shuffle_i64x2(a23, c23, _MM_SHUFFLE(3, 2, 3, 2)), k80);
+    *dw = GroupScales(blk);
   }
 };
 
+// Q4_0 from 2 vector loads per 8 blocks (8 loads, 6 inserts and 8 scalar scale loads before): a
+// group is 144 contiguous bytes and every field of a block starts at an even offset (18j, 18j + 2),
+// so word permutes over its first 128 bytes gather the packed bytes of blocks 0-6 and all 8
+// scales; only block 7's 16 bytes lie beyond and are inserted as two qwords. About 10% off the
+// hot-cache time (Q4_0 rows are short, so this work is a large share of it).
 struct Q4Group {
   static constexpr int kOffset = kQ4_0Offset;
-  static inline void Load(const BlockQ4_0* blk, __m512i* m) {
-    auto qs = [blk](int j) { return _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk[j].qs)); };
-    __m512i z0 = _mm512_castsi128_si512(qs(0));
-    z0 = _mm512_inserti32x4(z0, qs(1), 1);
-    z0 = _mm512_inserti32x4(z0, qs(2), 2);
-    z0 = _mm512_inserti32x4(z0, qs(3), 3);
-    __m512i z1 = _mm512_castsi128_si512(qs(4));
-    z1 = _mm512_inserti32x4(z1, qs(5), 1);
-    z1 = _mm512_inserti32x4(z1, qs(6), 2);
-    z1 = _mm512_inserti32x4(z1, qs(7), 3);
+  static constexpr int kPrefetchPairs = 8;  // about as many bytes ahead as Q8_0's 4 pairs
+  static inline void Load(const BlockQ4_0* blk, __m512i* m, __m512* dw) {
+    const auto* bytes = reinterpret_cast<const char*>(blk);
+    const __m512i a = _mm512_loadu_si512(bytes);
+    const __m512i b = _mm512_loadu_si512(bytes + 64);
+    // Word 9j is block j's scale, words 9j + 1 .. 9j + 8 its 16 packed bytes.
+    const __m512i lo_idx = _mm512_set_epi16(
+        0, 0, 0, 0, 58, 57, 56, 55, 49, 48, 47, 46, 40, 39, 38, 37,
+        31, 30, 29, 28, 22, 21, 20, 19, 13, 12, 11, 10, 4, 3, 2, 1);
+    const __m512i hi_idx = _mm512_set_epi16(
+        0, 0, 0, 0, 62, 61, 60, 59, 53, 52, 51, 50, 44, 43, 42, 41,
+        35, 34, 33, 32, 26, 25, 24, 23, 17, 16, 15, 14, 8, 7, 6, 5);
+    const __m512i d_idx = _mm512_set_epi16(
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        63, 63, 54, 54, 45, 45, 36, 36, 27, 27, 18, 18, 9, 9, 0, 0);
     // Packed bytes 0-7 (elements 0-7 low, 16-23 high) and 8-15 of each block.
+    int64_t q7[2];
+    std::memcpy(q7, blk[7].qs, sizeof(q7));
     const __m512i p0 =
-        _mm512_permutex2var_epi64(z0, _mm512_set_epi64(14, 12, 10, 8, 6, 4, 2, 0), z1);
+        _mm512_mask_set1_epi64(_mm512_permutex2var_epi16(a, lo_idx, b), 0x80, q7[0]);
     const __m512i p1 =
-        _mm512_permutex2var_epi64(z0, _mm512_set_epi64(15, 13, 11, 9, 7, 5, 3, 1), z1);
+        _mm512_mask_set1_epi64(_mm512_permutex2var_epi16(a, hi_idx, b), 0x80, q7[1]);
     const __m512i low4 = _mm512_set1_epi8(0x0f);
     m[0] = _mm512_and_si512(p0, low4);
     m[1] = _mm512_and_si512(p1, low4);
     m[2] = _mm512_and_si512(_mm512_srli_epi16(p0, 4), low4);
     m[3] = _mm512_and_si512(_mm512_srli_epi16(p1, 4), low4);
+    *dw = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutex2var_epi16(a, d_idx, b)));
   }
 };
-
-// The fp16 scales of the 8 blocks of a group as floats, each twice ([d0, d0, d1, d1, ...]) to
-// match the two accumulator lanes per block. The halves are packed in general-purpose registers
-// (integer ports, idle next to the busy vector pipes) and converted with one vcvtph2ps.
-template <typename Block>
-inline __m512 GroupScales(const Block* blk) {
-  auto h = [blk](int j) { return static_cast<uint64_t>(blk[j].d); };
-  const uint64_t lo = h(0) | h(1) << 16 | h(2) << 32 | h(3) << 48;
-  const uint64_t hi = h(4) | h(5) << 16 | h(6) << 32 | h(7) << 48;
-  const __m256 d = _mm256_cvtph_ps(_mm_insert_epi64(_mm_cvtsi64_si128(static_cast<int64_t>(lo)),
-                                                    static_cast<int64_t>(hi), 1));
-  const __m512i dup_idx = _mm512_set_epi32(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0);
-  return _mm512_permutexvar_ps(dup_idx, _mm512_castps256_ps512(d));
-}
 
 // Sums each of v[0..3] across its lanes: out[i] = sum of v[i]. A transposing tree (13 vector ops
 // for all four) instead of four separate reductions (about 8 each): with 768-wide rows there are
@@ -236,15 +328,13 @@ inline void QuantRows(const Block* row0, const QuantizedActs& a, int t0, const c
     for (int r = 0; r < R; ++r) {
       const Block* blk = row0 + r * nb + b;
       if (b + kGroupBlocks <= nb) {
-        Group::Load(blk, w[r]);
-        dw[r] = GroupScales(blk);
+        Group::Load(blk, w[r], &dw[r]);
       } else {
         // Last, partial group: zero blocks (scale 0, values 0) stand in for the missing ones.
         Block tmp[kGroupBlocks];
         std::memset(tmp, 0, sizeof(tmp));
         std::memcpy(tmp, blk, (nb - b) * sizeof(Block));
-        Group::Load(tmp, w[r]);
-        dw[r] = GroupScales(tmp);
+        Group::Load(tmp, w[r], &dw[r]);
       }
     }
     for (int t = 0; t < TB; ++t) {
@@ -272,8 +362,9 @@ inline void QuantRows(const Block* row0, const QuantizedActs& a, int t0, const c
 // reaches the next group's lines only when the out-of-order window gets there. The pair
 // kPrefetchPairs ahead is requested into L2 while the current one is computed, a few lines per
 // group, so the memory stream keeps going during the long compute of T > 1. (Into L1 or only 1-2
-// pairs ahead was slower; without the L1 burst, T = 1 decode was about 20% slower.)
-constexpr int kPrefetchPairs = 4;
+// pairs ahead was slower; without the L1 burst, T = 1 decode was about 20% slower.) The distance,
+// Group::kPrefetchPairs, is about 6.5 KiB at 768 columns for both types: 4 Q8_0 pairs, 8 of the
+// shorter Q4_0 ones (4 were 7% slower at T = 1).
 
 template <typename Block, typename Group, int kMaxTB>
 __attribute__((noinline)) void RowsQuantTB(const MatView& w, const QuantizedActs& a, int T,
@@ -286,6 +377,7 @@ __attribute__((noinline)) void RowsQuantTB(const MatView& w, const QuantizedActs
   // L2 prefetch: pf_lines lines per group cover a row pair. The rows up to the first pair the
   // loop prefetches go in one burst. Only this task's rows: the ones after it belong to another
   // task, maybe on another thread.
+  constexpr int kPrefetchPairs = Group::kPrefetchPairs;
   const int64_t n_groups = (nb + kGroupBlocks - 1) / kGroupBlocks;
   const int pf_lines = static_cast<int>((R * row_bytes + 64 * n_groups - 1) / (64 * n_groups));
   const int64_t task_end = r1 * row_bytes;

@@ -374,6 +374,41 @@ TEST_F(KernelsTest, QuantizedResultsDoNotDependOnBatchSize) {
   }
 }
 
+// The F32 / F16 kernels compute rows in groups (F16 at T = 1: of 4, 2 or 1 by row length; both
+// at T > 1: of 4) and the Q4_0 loader reads a group of 8 blocks with two vector loads: each row
+// must still come out exactly as when it is computed alone, whatever its place in a group, the
+// task split and the tail of single rows. Shapes cover every group size (F16 rows of 1024 columns
+// go in pairs at T = 1, of 2048 alone) and Q4_0 rows with and without a partial last group.
+TEST_F(KernelsTest, RowsDoNotDependOnTheirNeighbours) {
+  constexpr int64_t kRows = 103;  // splits into tasks; leaves tails of 3 and 1 rows
+  ThreadPool pool(2);
+  uint32_t seed = 500;
+  for (GgmlType type : kTypes) {
+    for (int64_t cols : {64, 320, 768, 1024, 2048}) {
+      const Weights w = MakeWeights(type, kRows, cols, seed++);
+      const std::vector<float> x = RandomFloats(9 * cols, seed++);
+      for (SimdLevel level : Levels()) {
+        ForceSimdLevel(level);
+        for (int T : {1, 2, 5, 9}) {
+          SCOPED_TRACE(Describe(level, type, T, kRows, cols, 2));
+          std::vector<float> y(T * kRows, std::nanf(""));
+          MatMul(w.view, x.data(), T, y.data(), &pool);
+          const size_t row_bytes = RowBytes(type, cols);
+          for (int64_t r = 0; r < kRows; ++r) {
+            const MatView one{type, w.bytes.data() + r * row_bytes, 1, cols};
+            std::vector<float> y1(T, std::nanf(""));
+            MatMul(one, x.data(), T, y1.data(), nullptr);
+            for (int t = 0; t < T; ++t) {
+              ASSERT_EQ(0, std::memcmp(&y1[t], &y[t * kRows + r], sizeof(float)))
+                  << "t=" << t << " r=" << r << ": " << y1[t] << " vs " << y[t * kRows + r];
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
 TEST_F(KernelsTest, ZeroRowsIsANoOp) {
   const std::vector<float> x(64, 1.0f);
   MatMul(MatView{GgmlType::kQ8_0, nullptr, 0, 64}, x.data(), 2, nullptr, nullptr);
