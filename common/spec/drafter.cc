@@ -1,0 +1,111 @@
+// Model and n-gram drafters (see drafter.h).
+#include "common/spec/drafter.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "common/util/status_macros.h"
+
+namespace tandem::spec {
+
+absl::StatusOr<std::unique_ptr<ModelDrafter>> ModelDrafter::Create(
+    const model::Model& model, model::ThreadPool* pool, const ModelDrafterOptions& options) {
+  const int n_layers = model.config().n_layers;
+  const int layers = options.layers < 0 ? n_layers : options.layers;
+  if (layers < 1 || layers > n_layers) {
+    return absl::InvalidArgumentError(absl::StrCat("draft layers ", layers, " must be in [1, ",
+                                                   n_layers, "]"));
+  }
+  RETURN_IF_ERROR(model::ValidateSamplerOptions(options.sampler));
+  ASSIGN_OR_RETURN(model::KvCache cache,
+                   model::KvCache::Create(model.config(), 0, layers, options.max_context));
+  return std::unique_ptr<ModelDrafter>(new ModelDrafter(model, pool, std::move(cache), options));
+}
+
+ModelDrafter::ModelDrafter(const model::Model& model, model::ThreadPool* pool,
+                           model::KvCache cache, const ModelDrafterOptions& options)
+    : model_(model),
+      engine_(model, pool),
+      cache_(std::move(cache)),
+      options_(options),
+      layers_(cache_.layer_end()),
+      sampler_(options.sampler) {}
+
+std::string ModelDrafter::Name() const {
+  return layers_ < model_.config().n_layers ? absl::StrCat("early-exit:", layers_)
+                                            : std::string("model");
+}
+
+absl::Status ModelDrafter::Sync(std::span<const int32_t> context) {
+  // Keep the longest common prefix of what is cached and the new context (minus its last
+  // token, which is fed below to get fresh logits).
+  size_t keep = 0;
+  const size_t limit = std::min(cached_.size(), context.size() - 1);
+  while (keep < limit && cached_[keep] == context[keep]) ++keep;
+  RETURN_IF_ERROR(cache_.Truncate(static_cast<int>(keep)));
+  cached_.resize(keep);
+  model::ForwardRequest req;
+  req.layer_end = layers_;
+  req.early_exit = true;
+  req.logits = model::LogitsMode::kLast;
+  req.tokens = context.subspan(keep);
+  RETURN_IF_ERROR(engine_.Forward(req, &cache_, &out_));
+  cached_.insert(cached_.end(), context.begin() + keep, context.end());
+  return absl::OkStatus();
+}
+
+absl::Status ModelDrafter::Propose(std::span<const int32_t> context, int max_tokens, Draft* out) {
+  out->tokens.clear();
+  out->probs.clear();
+  if (context.empty()) return absl::InvalidArgumentError("empty context");
+  // Room: the drafts themselves need cache slots, except the last one (never fed).
+  max_tokens = std::min(max_tokens, cache_.capacity() - static_cast<int>(context.size()) + 1);
+  if (max_tokens <= 0) return absl::OkStatus();
+  RETURN_IF_ERROR(Sync(context));
+  std::vector<float> q;
+  for (int i = 0; i < max_tokens; ++i) {
+    std::span<const float> logits = out_.Row(out_.rows - 1);
+    int32_t token;
+    if (sampler_.greedy()) {
+      token = model::Argmax(logits);
+    } else {
+      sampler_.Distribution(logits, &q);
+      token = sampler_.SampleFrom(q);
+      out->probs.insert(out->probs.end(), q.begin(), q.end());
+    }
+    out->tokens.push_back(token);
+    if (i + 1 == max_tokens) break;
+    model::ForwardRequest req;
+    req.layer_end = layers_;
+    req.early_exit = true;
+    req.logits = model::LogitsMode::kLast;
+    req.tokens = std::span<const int32_t>(&out->tokens.back(), 1);
+    RETURN_IF_ERROR(engine_.Forward(req, &cache_, &out_));
+    cached_.push_back(token);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status NgramDrafter::Propose(std::span<const int32_t> context, int max_tokens, Draft* out) {
+  out->tokens.clear();
+  out->probs.clear();
+  const int n = static_cast<int>(context.size());
+  for (int len = std::min(max_ngram_, n - 1); len >= 1; --len) {
+    // The suffix context[n - len, n) occurring earlier, ending before n - 1; most recent first.
+    for (int end = n - 1; end >= len; --end) {
+      if (!std::equal(context.begin() + (end - len), context.begin() + end,
+                      context.begin() + (n - len))) {
+        continue;
+      }
+      for (int k = end; k < n && static_cast<int>(out->tokens.size()) < max_tokens; ++k) {
+        out->tokens.push_back(context[k]);
+      }
+      return absl::OkStatus();
+    }
+  }
+  return absl::OkStatus();
+}
+
+std::string NgramDrafter::Name() const { return absl::StrCat("ngram:", max_ngram_); }
+
+}  // namespace tandem::spec

@@ -1,0 +1,91 @@
+// Drafters propose the next tokens for the target to verify. A drafter sees only the committed
+// token sequence, so it works the same whether verification is local or in the cloud, and new
+// kinds (an EAGLE head on the target's hidden states) plug in behind the same interface.
+// Implementations here: a model drafter (a separate draft model, or the target's own first k
+// layers with its final head: early exit) and prompt-lookup n-gram drafting.
+// Thread-safety: a Drafter is used by one decoding loop at a time.
+#ifndef TANDEM_COMMON_SPEC_DRAFTER_H_
+#define TANDEM_COMMON_SPEC_DRAFTER_H_
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/model/engine.h"
+#include "common/model/sampler.h"
+
+namespace tandem::spec {
+
+struct Draft {
+  std::vector<int32_t> tokens;
+  // Optional: the distribution each token was drawn from (one vocabulary-wide row per token),
+  // for lossless sampled verification. Empty for deterministic drafters (greedy, n-gram).
+  std::vector<float> probs;
+};
+
+class Drafter {
+ public:
+  virtual ~Drafter() = default;
+  // Proposes up to `max_tokens` tokens to follow `context` (the whole committed sequence, BOS
+  // first). May propose fewer, or none. The drafter may keep state between calls (a KV cache);
+  // `context` always extends a previous call's context by the tokens committed since, or starts
+  // over, and the drafter must handle both.
+  virtual absl::Status Propose(std::span<const int32_t> context, int max_tokens, Draft* out) = 0;
+  // A short description for logs and stats, e.g. "ngram:3" or "early-exit:2".
+  virtual std::string Name() const = 0;
+};
+
+struct ModelDrafterOptions {
+  // Layers of `model` to run; < 0 means all. With fewer, the model's final norm and classifier
+  // are applied after layer `layers` (early exit).
+  int layers = -1;
+  // Sampling for the draft tokens; greedy when temperature is 0. With sampling the drafter
+  // returns the distributions it drew from.
+  model::SamplerOptions sampler;
+  int max_context = 0;  // KV capacity; 0 = the model's context length
+};
+
+// A drafter that runs a model (any file the engine loads, sharing the target's vocabulary), or
+// the first `layers` layers of the target itself.
+class ModelDrafter : public Drafter {
+ public:
+  static absl::StatusOr<std::unique_ptr<ModelDrafter>> Create(const model::Model& model,
+                                                              model::ThreadPool* pool,
+                                                              const ModelDrafterOptions& options);
+  absl::Status Propose(std::span<const int32_t> context, int max_tokens, Draft* out) override;
+  std::string Name() const override;
+
+ private:
+  ModelDrafter(const model::Model& model, model::ThreadPool* pool, model::KvCache cache,
+               const ModelDrafterOptions& options);
+  // Brings the cache to context[0, n - 1) and returns the logits after context[n - 1].
+  absl::Status Sync(std::span<const int32_t> context);
+
+  const model::Model& model_;
+  model::Engine engine_;
+  model::KvCache cache_;
+  ModelDrafterOptions options_;
+  int layers_;
+  model::Sampler sampler_;
+  std::vector<int32_t> cached_;  // tokens whose keys/values are in cache_
+  model::ForwardResult out_;
+};
+
+// Prompt lookup: finds the most recent earlier occurrence of the longest suffix of the context
+// (up to `max_ngram` tokens, at least 1) and proposes the tokens that followed it.
+class NgramDrafter : public Drafter {
+ public:
+  explicit NgramDrafter(int max_ngram) : max_ngram_(max_ngram) {}
+  absl::Status Propose(std::span<const int32_t> context, int max_tokens, Draft* out) override;
+  std::string Name() const override;
+
+ private:
+  int max_ngram_;
+};
+
+}  // namespace tandem::spec
+
+#endif  // TANDEM_COMMON_SPEC_DRAFTER_H_

@@ -1,0 +1,142 @@
+// The draft -> verify -> roll back loop (see spec_decoder.h).
+#include "common/spec/spec_decoder.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "absl/strings/str_cat.h"
+#include "common/spec/verify.h"
+#include "common/util/status_macros.h"
+
+namespace tandem::spec {
+namespace {
+
+double Now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+}  // namespace
+
+double SpecStats::MeanAcceptedLength() const {
+  return target_forward_passes > 0
+             ? static_cast<double>(accepted_tokens + target_forward_passes) / target_forward_passes
+             : 0.0;
+}
+
+SpecDecoder::SpecDecoder(const model::Model& target, model::ThreadPool* pool, Drafter* drafter,
+                         const SpecOptions& options)
+    : target_(target), engine_(target, pool), drafter_(drafter), options_(options),
+      sampler_(options.sampler) {}
+
+absl::Status SpecDecoder::Generate(std::span<const int32_t> prompt, int max_new_tokens,
+                                   const std::function<void(int32_t, int32_t)>& emit,
+                                   SpecStats* stats) {
+  const model::ModelConfig& c = target_.config();
+  const model::Vocab& vocab = target_.vocab();
+  if (prompt.empty()) return absl::InvalidArgumentError("empty prompt (it needs at least BOS)");
+  RETURN_IF_ERROR(model::ValidateSamplerOptions(options_.sampler));
+  const int gamma_max = std::max(0, options_.spec_tokens);
+  const int capacity = static_cast<int>(std::min<int64_t>(
+      c.max_seq_len, static_cast<int64_t>(prompt.size()) + max_new_tokens + gamma_max + 1));
+  if (static_cast<int>(prompt.size()) >= capacity && max_new_tokens > 0) {
+    return absl::InvalidArgumentError(absl::StrCat("the prompt is ", prompt.size(),
+                                                   " tokens but the context is ", c.max_seq_len));
+  }
+  ASSIGN_OR_RETURN(model::KvCache cache, model::KvCache::Create(c, 0, c.n_layers, capacity));
+  std::vector<int32_t> tokens(prompt.begin(), prompt.end());
+  model::ForwardResult out;
+  model::ForwardRequest req;
+  double t0 = Now();
+  if (tokens.size() > 1) {  // the last prompt token is fed with the first drafts
+    req.tokens = std::span<const int32_t>(tokens.data(), tokens.size() - 1);
+    req.logits = model::LogitsMode::kNone;
+    RETURN_IF_ERROR(engine_.Forward(req, &cache, &out));
+  }
+  stats->prefill_seconds += Now() - t0;
+
+  Draft draft;
+  std::vector<float> p_rows;
+  std::vector<int32_t> batch;
+  int generated = 0;
+  while (generated < max_new_tokens) {
+    // Room for the last committed token plus the drafts.
+    const int room = cache.capacity() - cache.length() - 1;
+    if (room < 0) {
+      stats->context_full = true;
+      break;
+    }
+    const int gamma = std::min({gamma_max, room, max_new_tokens - generated - 1});
+    draft.tokens.clear();
+    draft.probs.clear();
+    if (drafter_ != nullptr && gamma > 0) {
+      t0 = Now();
+      RETURN_IF_ERROR(drafter_->Propose(tokens, gamma, &draft));
+      stats->draft_seconds += Now() - t0;
+      if (static_cast<int>(draft.tokens.size()) > gamma) draft.tokens.resize(gamma);
+    }
+    const int g = static_cast<int>(draft.tokens.size());
+
+    // One target pass over the last committed token and the drafts.
+    t0 = Now();
+    batch.assign(1, tokens.back());
+    batch.insert(batch.end(), draft.tokens.begin(), draft.tokens.end());
+    req.tokens = batch;
+    req.logits = model::LogitsMode::kAll;
+    RETURN_IF_ERROR(engine_.Forward(req, &cache, &out));
+    const DraftTree tree = DraftTree::Chain(tokens.back(), draft.tokens);
+    absl::StatusOr<VerifyResult> verdict;
+    if (sampler_.greedy()) {
+      verdict = VerifyGreedy(tree, Rows{out.data.data(), out.rows, out.cols});
+    } else {
+      p_rows.resize(static_cast<size_t>(out.rows) * out.cols);
+      std::vector<float> p;
+      for (int r = 0; r < out.rows; ++r) {
+        sampler_.Distribution(out.Row(r), &p);
+        std::copy(p.begin(), p.end(), p_rows.begin() + static_cast<size_t>(r) * out.cols);
+      }
+      DraftProbs q;
+      if (!draft.probs.empty() && static_cast<int>(draft.probs.size()) == g * out.cols) {
+        q.kind = DraftProbKind::kFull;
+        // Rows per tree node: node i's children were drawn from draft row i; the leaf's row is
+        // unused, so it repeats the last one.
+        draft.probs.insert(draft.probs.end(), draft.probs.end() - out.cols, draft.probs.end());
+        q.full = Rows{draft.probs.data(), g + 1, out.cols};
+      }
+      verdict = VerifySampled(tree, Rows{p_rows.data(), out.rows, out.cols}, q, sampler_.rng());
+    }
+    if (!verdict.ok()) return verdict.status();
+    const int accepted = static_cast<int>(verdict->path.size());
+    // Keep the committed prefix and the accepted drafts; the next token is fed next round.
+    RETURN_IF_ERROR(cache.Truncate(static_cast<int>(tokens.size()) + accepted));
+    stats->verify_seconds += Now() - t0;
+
+    stats->target_forward_passes++;
+    stats->draft_tokens += g;
+    stats->accepted_tokens += accepted;
+    if (static_cast<int>(stats->proposed_per_position.size()) < g) {
+      stats->proposed_per_position.resize(g, 0);
+      stats->accepted_per_position.resize(g, 0);
+    }
+    for (int i = 0; i < g; ++i) {
+      stats->proposed_per_position[i]++;
+      if (i < accepted) stats->accepted_per_position[i]++;
+    }
+
+    bool stop = false;
+    for (int32_t token : verdict->Emitted(tree)) {
+      if (token == vocab.bos_id() || token == vocab.eos_id()) {
+        stop = true;
+        break;
+      }
+      emit(tokens.back(), token);
+      tokens.push_back(token);
+      ++generated;
+      stats->generated_tokens++;
+      if (generated == max_new_tokens) break;
+    }
+    if (stop) break;
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace tandem::spec

@@ -1,0 +1,62 @@
+// Local speculative decoding: a Drafter proposes, the target verifies every draft in one batched
+// forward pass, the target's KV cache is rolled back to the accepted path, and the committed
+// text is exactly the target's (greedy), or distributed exactly as the target's (sampling).
+// Thread-safety: one Generate call at a time per decoder.
+#ifndef TANDEM_COMMON_SPEC_SPEC_DECODER_H_
+#define TANDEM_COMMON_SPEC_SPEC_DECODER_H_
+
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "common/model/engine.h"
+#include "common/model/sampler.h"
+#include "common/spec/drafter.h"
+
+namespace tandem::spec {
+
+struct SpecOptions {
+  int spec_tokens = 4;             // draft length gamma per round (0: target alone)
+  model::SamplerOptions sampler;   // the target's sampling; drafts must use the same processing
+};
+
+struct SpecStats {
+  int64_t generated_tokens = 0;
+  int64_t target_forward_passes = 0;  // verification passes, prefill excluded
+  int64_t draft_tokens = 0;
+  int64_t accepted_tokens = 0;
+  std::vector<int64_t> proposed_per_position;  // drafts offered at position i of a round
+  std::vector<int64_t> accepted_per_position;  // of which accepted
+  double draft_seconds = 0;
+  double verify_seconds = 0;
+  double prefill_seconds = 0;
+  bool context_full = false;
+  // Tokens per verification pass, the bonus/correction token included.
+  double MeanAcceptedLength() const;
+};
+
+class SpecDecoder {
+ public:
+  // `target` must outlive the decoder. `drafter` may be null (target alone).
+  SpecDecoder(const model::Model& target, model::ThreadPool* pool, Drafter* drafter,
+              const SpecOptions& options);
+
+  // Generates up to `max_new_tokens` after `prompt` (BOS first), stopping before BOS/EOS.
+  // `emit(prev, token)` is called for each committed token in order.
+  absl::Status Generate(std::span<const int32_t> prompt, int max_new_tokens,
+                        const std::function<void(int32_t prev, int32_t token)>& emit,
+                        SpecStats* stats);
+
+ private:
+  const model::Model& target_;
+  model::Engine engine_;
+  Drafter* drafter_;
+  SpecOptions options_;
+  model::Sampler sampler_;
+};
+
+}  // namespace tandem::spec
+
+#endif  // TANDEM_COMMON_SPEC_SPEC_DECODER_H_

@@ -1,0 +1,176 @@
+// Greedy speculative decoding is exact: with every drafter kind and draft length, the text equals
+// the target decoding alone, token for token, on the golden prompts and 20 more. Good drafts
+// also take fewer target passes than tokens.
+#include "common/spec/spec_decoder.h"
+
+#include <memory>
+
+#include "common/model/model_writer.h"
+#include "gtest/gtest.h"
+#include "tests/test_util.h"
+
+namespace tandem::spec {
+namespace {
+
+const char* const kPrompts[] = {
+    "",  // golden: no prompt
+    "Zoo",  // golden
+    "Once upon a time",
+    "The little dog",
+    "Tom and Sue went to the park",
+    "One day, a bird",
+    "She was very happy because",
+    "The sun was hot and",
+    "Lily had a red ball",
+    "The big bear said",
+    "Timmy wanted to play with his friend",
+    "Mom made a cake",
+    "There was a tiny cat named Tom",
+    "He looked at the sky and saw",
+    "The girl was sad",
+    "In the garden, there were many flowers",
+    "Ben liked to run",
+    "A little boy found a box",
+    "The fish swam",
+    "They played all day and",
+    "The tree was very tall",
+    "Sam and his dad",
+};
+
+class SpecDecoderTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    model::ModelLoadOptions o;
+    o.path = tandem::testing::ModelPath("stories260K.bin");
+    o.tokenizer_path = tandem::testing::ModelPath("tok512.bin");
+    auto m = model::Model::Load(o);
+    ASSERT_TRUE(m.ok()) << m.status();
+    target_ = std::move(*m).release();
+    std::string dir = tandem::testing::TempDir();
+    for (auto [type, slot] : {std::pair{model::GgmlType::kQ8_0, &q8_}, {model::GgmlType::kQ4_0, &q4_}}) {
+      std::string path = dir + "/draft-" + std::string(model::GgmlTypeName(type)) + ".gguf";
+      ASSERT_TRUE(model::ConvertToGguf(*target_, type, path).ok());
+      model::ModelLoadOptions d;
+      d.path = path;
+      auto dm = model::Model::Load(d);
+      ASSERT_TRUE(dm.ok()) << dm.status();
+      *slot = std::move(*dm).release();
+    }
+  }
+  static void TearDownTestSuite() {
+    delete target_;
+    delete q8_;
+    delete q4_;
+  }
+
+  // The target alone, one position per pass, as `tandem-model generate` runs it.
+  static std::vector<int32_t> TargetAlone(const std::vector<int32_t>& prompt, int n) {
+    model::Engine e(*target_, nullptr);
+    auto cache = model::KvCache::Create(target_->config(), 0, target_->config().n_layers, 512);
+    model::ForwardRequest r;
+    r.tokens = prompt;
+    r.logits = model::LogitsMode::kLast;
+    model::ForwardResult out;
+    EXPECT_TRUE(e.Forward(r, &*cache, &out).ok());
+    std::vector<int32_t> gen;
+    while (static_cast<int>(gen.size()) < n) {
+      int32_t next = model::Argmax(out.Row(0));
+      if (next == 1 || next == 2) break;
+      gen.push_back(next);
+      r.tokens = std::span<const int32_t>(&gen.back(), 1);
+      EXPECT_TRUE(e.Forward(r, &*cache, &out).ok());
+    }
+    return gen;
+  }
+
+  static std::vector<int32_t> Speculative(Drafter* drafter, int gamma,
+                                          const std::vector<int32_t>& prompt, int n,
+                                          SpecStats* stats) {
+    SpecOptions o;
+    o.spec_tokens = gamma;
+    SpecDecoder dec(*target_, nullptr, drafter, o);
+    std::vector<int32_t> gen;
+    absl::Status s = dec.Generate(prompt, n, [&](int32_t, int32_t t) { gen.push_back(t); }, stats);
+    EXPECT_TRUE(s.ok()) << s;
+    return gen;
+  }
+
+  static model::Model* target_;
+  static model::Model* q8_;
+  static model::Model* q4_;
+};
+model::Model* SpecDecoderTest::target_ = nullptr;
+model::Model* SpecDecoderTest::q8_ = nullptr;
+model::Model* SpecDecoderTest::q4_ = nullptr;
+
+TEST_F(SpecDecoderTest, GreedyTextEqualsTargetAloneForEveryDrafterAndGamma) {
+  struct Kind {
+    std::string name;
+    std::function<std::unique_ptr<Drafter>()> make;
+  };
+  std::vector<Kind> kinds = {
+      {"ngram:3", [] { return std::make_unique<NgramDrafter>(3); }},
+      {"early-exit:2", [] {
+         ModelDrafterOptions o;
+         o.layers = 2;
+         return std::unique_ptr<Drafter>(*ModelDrafter::Create(*target_, nullptr, o));
+       }},
+      {"early-exit:4", [] {
+         ModelDrafterOptions o;
+         o.layers = 4;
+         return std::unique_ptr<Drafter>(*ModelDrafter::Create(*target_, nullptr, o));
+       }},
+      {"q8_0 model", [] {
+         return std::unique_ptr<Drafter>(*ModelDrafter::Create(*q8_, nullptr, ModelDrafterOptions{}));
+       }},
+      {"q4_0 model", [] {
+         return std::unique_ptr<Drafter>(*ModelDrafter::Create(*q4_, nullptr, ModelDrafterOptions{}));
+       }},
+  };
+  for (const char* text : kPrompts) {
+    std::vector<int32_t> prompt = target_->vocab().Encode(text, true);
+    const int n = std::string(text).empty() ? 200 : (std::string(text) == "Zoo" ? 57 : 60);
+    std::vector<int32_t> want = TargetAlone(prompt, n);
+    for (const Kind& kind : kinds) {
+      for (int gamma : {1, 3, 5}) {
+        std::unique_ptr<Drafter> d = kind.make();
+        SpecStats stats;
+        std::vector<int32_t> got = Speculative(d.get(), gamma, prompt, n, &stats);
+        ASSERT_EQ(got, want) << kind.name << " gamma " << gamma << " prompt '" << text << "'";
+        EXPECT_EQ(stats.generated_tokens, static_cast<int64_t>(want.size()));
+      }
+    }
+  }
+}
+
+TEST_F(SpecDecoderTest, GoodDraftsTakeFewerTargetPassesThanTokens) {
+  std::vector<int32_t> prompt = target_->vocab().Encode("", true);
+  auto d = ModelDrafter::Create(*q8_, nullptr, ModelDrafterOptions{});
+  ASSERT_TRUE(d.ok());
+  SpecStats stats;
+  std::vector<int32_t> got = Speculative(d->get(), 4, prompt, 200, &stats);
+  EXPECT_EQ(got.size(), 200u);
+  EXPECT_LT(stats.target_forward_passes, stats.generated_tokens);
+  EXPECT_GT(stats.MeanAcceptedLength(), 2.0);
+  std::printf("q8_0 draft, gamma 4: %lld tokens in %lld target passes, tau %.2f\n",
+              static_cast<long long>(stats.generated_tokens),
+              static_cast<long long>(stats.target_forward_passes), stats.MeanAcceptedLength());
+  ASSERT_EQ(stats.accepted_per_position.size(), 4u);
+  for (size_t i = 1; i < 4; ++i) {
+    EXPECT_LE(stats.accepted_per_position[i], stats.accepted_per_position[i - 1]);
+  }
+}
+
+TEST_F(SpecDecoderTest, NgramDrafterProposesTheContinuationOfTheLatestMatch) {
+  NgramDrafter d(3);
+  Draft draft;
+  std::vector<int32_t> ctx = {1, 5, 6, 7, 8, 9, 5, 6, 7};
+  ASSERT_TRUE(d.Propose(ctx, 4, &draft).ok());
+  EXPECT_EQ(draft.tokens, (std::vector<int32_t>{8, 9, 5, 6}));
+  std::vector<int32_t> none = {1, 2, 3};
+  ASSERT_TRUE(d.Propose(none, 4, &draft).ok());
+  EXPECT_TRUE(draft.tokens.empty());
+}
+
+}  // namespace
+}  // namespace tandem::spec
