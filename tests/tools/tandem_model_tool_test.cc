@@ -136,6 +136,46 @@ TEST(ToolTest, BadFlagsAndFilesGiveClearErrors) {
   EXPECT_THAT(r.err, HasSubstr("--json"));
 }
 
+TEST(ToolTest, SpeculativeGenerateKeepsTheGoldenTextAndReportsAcceptance) {
+  Result plain = RunTool("generate --model " + Model() + " --max-tokens 200");
+  ASSERT_EQ(plain.exit_code, 0) << plain.err;
+  std::string draft = testing::TempDir() + "/draft-q8.gguf";
+  ASSERT_EQ(RunTool("convert " + Model() + " " + draft + " --type q8_0").exit_code, 0);
+  std::string js = testing::TempDir() + "/spec.json";
+  for (const std::string& how : std::vector<std::string>{"--draft ngram:3", "--draft early-exit:2",
+                                                           "--draft-model " + draft}) {
+    Result r = RunTool("generate --model " + Model() + " --max-tokens 200 --spec-tokens 3 " + how +
+                       " --stats-json " + js);
+    ASSERT_EQ(r.exit_code, 0) << how << ": " << r.err;
+    EXPECT_EQ(r.out, plain.out) << how;
+    std::string stats = testing::ReadFileOrDie(js);
+    for (const char* key : {"\"target_forward_passes\"", "\"draft_tokens\"", "\"accepted_tokens\"",
+                            "\"mean_accepted_length\"", "\"acceptance_per_position\"",
+                            "\"draft_seconds\"", "\"verify_seconds\"", "\"generated_tokens\": 200"}) {
+      EXPECT_THAT(stats, HasSubstr(key)) << how;
+    }
+  }
+  // Sampling with a draft model runs too (its exactness is tested statistically in common/spec).
+  Result s = RunTool("generate --model " + Model() + " --max-tokens 50 --temperature 1 --seed 5 "
+                     "--draft-model " + draft);
+  EXPECT_EQ(s.exit_code, 0) << s.err;
+}
+
+TEST(ToolTest, BadSpeculativeFlagsGiveClearErrors) {
+  Result r = RunTool("generate --model " + Model() + " --draft ngram:x");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.err, HasSubstr("--draft must be early-exit:K or ngram:N"));
+  r = RunTool("generate --model " + Model() + " --draft early-exit:5");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.err, HasSubstr("fewer than the target's 5 layers"));
+  r = RunTool("generate --model " + Model() + " --draft-model " +
+              testing::ModelPath("llama-2-tiny-random.gguf"));
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.err, HasSubstr("vocabulary"));
+  r = RunTool("generate --model " + Model() + " --draft ngram:2 --spec-tokens 100");
+  EXPECT_EQ(r.exit_code, 2);
+}
+
 TEST(ToolTest, BenchWritesJson) {
   std::string js = testing::TempDir() + "/bench.json";
   Result r = RunTool("bench --model " + Model() + " --json " + js + " --seconds 0.05");

@@ -8,6 +8,7 @@
 
 #include "absl/status/statusor.h"
 #include "common/model/model.h"
+#include "common/model/sampler.h"
 #include "tools/tandem_model/flags.h"
 
 namespace tandem::tools {
@@ -23,6 +24,14 @@ int SynthCommand(const std::vector<std::string>& args);
 // and ../shared/models relative to the working directory. When none exists the error says what
 // to do.
 absl::StatusOr<std::unique_ptr<model::Model>> LoadModelFromFlags(const Flags& flags);
+
+// Prints a token's bytes to stdout the way llama2.c's `run` does (control-byte pieces dropped).
+void PrintPiece(const std::string& piece);
+
+// `generate` with --draft-model / --draft: speculative decoding (common/spec).
+int GenerateSpeculative(const Flags& flags, const model::Model& target,
+                        const std::vector<int32_t>& prompt, int max_tokens,
+                        const model::SamplerOptions& sampler, int threads);
 
 // JSON string literal (with quotes) for s.
 std::string JsonString(std::string_view s);

@@ -9,7 +9,6 @@
 #include "tools/tandem_model/commands.h"
 
 namespace tandem::tools {
-namespace {
 
 // Prints a token's bytes. Like llama2.c's safe_printf, a piece that is one control byte (not
 // printable, not whitespace) is dropped; unlike it, bytes >= 0x80 from byte-fallback tokens are
@@ -25,6 +24,8 @@ void PrintPiece(const std::string& piece) {
   std::fflush(stdout);
 }
 
+namespace {
+
 double Now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
@@ -34,7 +35,8 @@ double Now() {
 int GenerateCommand(const std::vector<std::string>& args) {
   absl::StatusOr<Flags> flags =
       Flags::Parse(args, {"model", "tokenizer", "prompt", "max-tokens", "temperature", "top-p",
-                          "top-k", "seed", "threads", "stats-json"});
+                          "top-k", "seed", "threads", "stats-json", "draft-model", "draft",
+                          "spec-tokens"});
   if (!flags.ok()) return Fail(flags.status());
   if (!flags->positional().empty()) {
     return Fail(absl::InvalidArgumentError("generate takes no positional arguments"));
@@ -66,6 +68,10 @@ int GenerateCommand(const std::vector<std::string>& args) {
   if (n_prompt >= m.config().max_seq_len) {
     return Fail(absl::InvalidArgumentError(absl::StrFormat(
         "the prompt is %d tokens but the model's context is %d", n_prompt, m.config().max_seq_len)));
+  }
+  if (flags->Has("draft-model") || flags->Has("draft")) {
+    return GenerateSpeculative(*flags, m, prompt, static_cast<int>(*max_tokens), so,
+                               static_cast<int>(*threads));
   }
   const int capacity = static_cast<int>(
       std::min<int64_t>(m.config().max_seq_len, n_prompt + *max_tokens));

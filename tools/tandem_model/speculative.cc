@@ -1,0 +1,142 @@
+// `generate --draft-model FILE | --draft early-exit:K | --draft ngram:N [--spec-tokens G]`:
+// local speculative decoding with the target verifying every draft in one pass.
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <memory>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "common/spec/spec_decoder.h"
+#include "tools/tandem_model/commands.h"
+
+namespace tandem::tools {
+namespace {
+
+double Now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// Parses "early-exit:K" / "ngram:N".
+absl::Status ParseDraftSpec(const std::string& spec, std::string* kind, int* value) {
+  size_t colon = spec.find(':');
+  *kind = spec.substr(0, colon);
+  if ((*kind != "early-exit" && *kind != "ngram") || colon == std::string::npos ||
+      !absl::SimpleAtoi(spec.substr(colon + 1), value) || *value < 1 || *value > 1024) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--draft must be early-exit:K or ngram:N with a positive integer, got '", spec, "'"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+int GenerateSpeculative(const Flags& flags, const model::Model& target,
+                        const std::vector<int32_t>& prompt, int max_tokens,
+                        const model::SamplerOptions& sampler, int threads) {
+  if (flags.Has("draft-model") && flags.Has("draft")) {
+    return Fail(absl::InvalidArgumentError("give either --draft-model or --draft, not both"));
+  }
+  absl::StatusOr<int64_t> gamma = flags.Int("spec-tokens", 4, 0, 64);
+  if (!gamma.ok()) return Fail(gamma.status());
+  model::ThreadPool pool(threads);
+  // The draft samples with the target's settings (the same processing of p and q) and its own
+  // random stream.
+  spec::ModelDrafterOptions dopt;
+  dopt.sampler = sampler;
+  dopt.sampler.seed = sampler.seed ^ 0x9e3779b97f4a7c15ull;
+  std::unique_ptr<model::Model> draft_model;
+  std::unique_ptr<spec::Drafter> drafter;
+  if (flags.Has("draft-model")) {
+    model::ModelLoadOptions o;
+    o.path = flags.String("draft-model");
+    auto dm = model::Model::Load(o);
+    if (!dm.ok()) return Fail(dm.status());
+    draft_model = std::move(*dm);
+    if (draft_model->vocab().size() != target.vocab().size() ||
+        draft_model->vocab().bos_id() != target.vocab().bos_id() ||
+        draft_model->vocab().eos_id() != target.vocab().eos_id()) {
+      return Fail(absl::InvalidArgumentError(absl::StrCat(
+          "the draft model's vocabulary (", draft_model->vocab().size(),
+          " tokens) is not the target's (", target.vocab().size(), " tokens)")));
+    }
+    for (int32_t i = 0; i < target.vocab().size(); ++i) {
+      if (draft_model->vocab().TokenBytes(i) != target.vocab().TokenBytes(i)) {
+        return Fail(absl::InvalidArgumentError(
+            absl::StrCat("the draft model's token ", i, " differs from the target's")));
+      }
+    }
+    auto d = spec::ModelDrafter::Create(*draft_model, &pool, dopt);
+    if (!d.ok()) return Fail(d.status());
+    drafter = std::move(*d);
+  } else {
+    std::string kind;
+    int value = 0;
+    if (absl::Status s = ParseDraftSpec(flags.String("draft"), &kind, &value); !s.ok()) return Fail(s);
+    if (kind == "ngram") {
+      drafter = std::make_unique<spec::NgramDrafter>(value);
+    } else {
+      dopt.layers = value;
+      if (value >= target.config().n_layers) {
+        return Fail(absl::InvalidArgumentError(absl::StrCat(
+            "early-exit:", value, " must use fewer than the target's ", target.config().n_layers,
+            " layers")));
+      }
+      auto d = spec::ModelDrafter::Create(target, &pool, dopt);
+      if (!d.ok()) return Fail(d.status());
+      drafter = std::move(*d);
+    }
+  }
+
+  spec::SpecOptions options;
+  options.spec_tokens = static_cast<int>(*gamma);
+  options.sampler = sampler;
+  spec::SpecDecoder decoder(target, &pool, drafter.get(), options);
+  spec::SpecStats stats;
+  const model::Vocab& vocab = target.vocab();
+  for (size_t i = 1; i < prompt.size(); ++i) PrintPiece(vocab.DecodeNext(prompt[i - 1], prompt[i]));
+  const double t0 = Now();
+  absl::Status s = decoder.Generate(
+      prompt, max_tokens,
+      [&](int32_t prev, int32_t token) { PrintPiece(vocab.DecodeNext(prev, token)); }, &stats);
+  std::printf("\n");
+  std::fflush(stdout);
+  if (!s.ok()) return Fail(s);
+  const double seconds = Now() - t0;
+  if (stats.context_full) std::fprintf(stderr, "stopped: the context is full\n");
+  std::fprintf(stderr,
+               "prompt %zu tokens, generated %lld tokens in %.3f s (%.1f tok/s), %s draft, "
+               "%lld target passes, mean accepted length %.2f\n",
+               prompt.size(), static_cast<long long>(stats.generated_tokens), seconds,
+               stats.generated_tokens / seconds, drafter->Name().c_str(),
+               static_cast<long long>(stats.target_forward_passes), stats.MeanAcceptedLength());
+  if (flags.Has("stats-json")) {
+    std::vector<std::string> per_pos;
+    for (size_t i = 0; i < stats.proposed_per_position.size(); ++i) {
+      per_pos.push_back(absl::StrFormat(
+          "%.4f", stats.proposed_per_position[i] > 0
+                      ? static_cast<double>(stats.accepted_per_position[i]) /
+                            stats.proposed_per_position[i]
+                      : 0.0));
+    }
+    std::ofstream js(flags.String("stats-json"), std::ios::trunc);
+    js << absl::StrFormat(
+        "{\n  \"model\": %s,\n  \"draft\": %s,\n  \"spec_tokens\": %d,\n  \"prompt_tokens\": %d,\n"
+        "  \"generated_tokens\": %d,\n  \"seconds\": %.6f,\n  \"tokens_per_second\": %.3f,\n"
+        "  \"target_forward_passes\": %d,\n  \"draft_tokens\": %d,\n  \"accepted_tokens\": %d,\n"
+        "  \"mean_accepted_length\": %.4f,\n  \"acceptance_per_position\": [%s],\n"
+        "  \"draft_seconds\": %.6f,\n  \"verify_seconds\": %.6f,\n  \"prefill_seconds\": %.6f,\n"
+        "  \"threads\": %d\n}\n",
+        JsonString(target.path()), JsonString(drafter->Name()), *gamma, prompt.size(),
+        stats.generated_tokens, seconds, stats.generated_tokens / seconds,
+        stats.target_forward_passes, stats.draft_tokens, stats.accepted_tokens,
+        stats.MeanAcceptedLength(), absl::StrJoin(per_pos, ", "), stats.draft_seconds,
+        stats.verify_seconds, stats.prefill_seconds, pool.size());
+    if (!js) return Fail(absl::PermissionDeniedError("cannot write " + flags.String("stats-json")));
+  }
+  return 0;
+}
+
+}  // namespace tandem::tools
