@@ -86,6 +86,92 @@ absl::Status ModelDrafter::Propose(std::span<const int32_t> context, int max_tok
   return absl::OkStatus();
 }
 
+absl::Status ModelDrafter::TreeLogits(const DraftTree& tree) {
+  const int base = cache_.length();
+  model::ForwardRequest req;
+  req.layer_end = layers_;
+  req.early_exit = true;
+  req.logits = model::LogitsMode::kAll;
+  req.tokens = tree.tokens;
+  req.parents = tree.parents;
+  RETURN_IF_ERROR(engine_.Forward(req, &cache_, &out_));
+  return cache_.Truncate(base);
+}
+
+absl::Status ModelDrafter::ProposeTree(std::span<const int32_t> context, const TreeShape& shape,
+                                       DraftTree* out) {
+  if (context.empty()) return absl::InvalidArgumentError("empty context");
+  if (shape.width < 1 || shape.depth < 1 || shape.width > 64 || shape.depth > 64 ||
+      (shape.kind == TreeShape::Kind::kDynamic && (shape.budget < 1 || shape.budget > 1024))) {
+    return absl::InvalidArgumentError("tree width and depth must be in [1, 64], budget in [1, 1024]");
+  }
+  // Sync everything but the last token; the root (last token) is part of each tree pass.
+  std::span<const int32_t> prefix = context.first(context.size() - 1);
+  if (prefix.empty()) {
+    cached_.clear();
+    RETURN_IF_ERROR(cache_.Truncate(0));
+  } else {
+    RETURN_IF_ERROR(Sync(prefix));
+  }
+  const int room = cache_.capacity() - cache_.length() - 1;
+  out->tokens.assign(1, context.back());
+  out->parents.assign(1, -1);
+  std::vector<double> cum(1, 1.0);  // cumulative draft probability per node
+  std::vector<int32_t> frontier = {0};
+  std::vector<float> probs;
+  for (int d = 0; d < shape.depth && !frontier.empty(); ++d) {
+    RETURN_IF_ERROR(TreeLogits(*out));
+    if (shape.kind == TreeShape::Kind::kDynamic &&
+        static_cast<int>(frontier.size()) > shape.width) {
+      std::partial_sort(frontier.begin(), frontier.begin() + shape.width, frontier.end(),
+                        [&](int32_t a, int32_t b) { return cum[a] > cum[b] || (cum[a] == cum[b] && a < b); });
+      frontier.resize(shape.width);
+    }
+    std::vector<int32_t> next;
+    for (int32_t node : frontier) {
+      model::Softmax(out_.Row(node), 1.0f, &probs);
+      std::vector<int32_t> order(probs.size());
+      for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int32_t>(i);
+      const int k = std::min<int>(shape.width, static_cast<int>(order.size()));
+      std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](int32_t a, int32_t b) {
+        return probs[a] > probs[b] || (probs[a] == probs[b] && a < b);
+      });
+      for (int i = 0; i < k && static_cast<int>(out->tokens.size()) - 1 < room; ++i) {
+        out->tokens.push_back(order[i]);
+        out->parents.push_back(node);
+        cum.push_back(cum[node] * probs[order[i]]);
+        next.push_back(static_cast<int32_t>(out->tokens.size()) - 1);
+      }
+    }
+    frontier = std::move(next);
+  }
+  if (shape.kind == TreeShape::Kind::kDynamic &&
+      static_cast<int>(out->tokens.size()) - 1 > shape.budget) {
+    // Keep the `budget` most probable nodes. Cumulative probability never grows along a path,
+    // so with ties broken toward earlier (shallower) nodes the kept set contains its ancestors.
+    std::vector<int32_t> order(out->tokens.size() - 1);
+    for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int32_t>(i) + 1;
+    std::stable_sort(order.begin(), order.end(),
+                     [&](int32_t a, int32_t b) { return cum[a] > cum[b]; });
+    order.resize(shape.budget);
+    std::sort(order.begin(), order.end());
+    std::vector<int32_t> remap(out->tokens.size(), -1);
+    remap[0] = 0;
+    DraftTree kept;
+    kept.tokens.push_back(out->tokens[0]);
+    kept.parents.push_back(-1);
+    for (int32_t node : order) {
+      const int32_t parent = remap[out->parents[node]];
+      if (parent < 0) continue;  // an ancestor was dropped (ties at probability 0)
+      remap[node] = static_cast<int32_t>(kept.tokens.size());
+      kept.tokens.push_back(out->tokens[node]);
+      kept.parents.push_back(parent);
+    }
+    *out = std::move(kept);
+  }
+  return absl::OkStatus();
+}
+
 absl::Status NgramDrafter::Propose(std::span<const int32_t> context, int max_tokens, Draft* out) {
   out->tokens.clear();
   out->probs.clear();

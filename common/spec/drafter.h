@@ -16,8 +16,22 @@
 #include "absl/status/statusor.h"
 #include "common/model/engine.h"
 #include "common/model/sampler.h"
+#include "common/spec/verify.h"
 
 namespace tandem::spec {
+
+// The shape of a draft tree.
+struct TreeShape {
+  enum class Kind {
+    kStatic,   // every node down to `depth` gets the draft's top-`width` children
+    kDynamic,  // EAGLE-2: expand the `width` most probable frontier nodes per depth, then keep
+               // the `budget` nodes with the highest cumulative draft probability
+  };
+  Kind kind = Kind::kStatic;
+  int width = 2;
+  int depth = 3;
+  int budget = 16;  // kDynamic only
+};
 
 struct Draft {
   std::vector<int32_t> tokens;
@@ -34,6 +48,13 @@ class Drafter {
   // `context` always extends a previous call's context by the tokens committed since, or starts
   // over, and the drafter must handle both.
   virtual absl::Status Propose(std::span<const int32_t> context, int max_tokens, Draft* out) = 0;
+  // Proposes a tree of candidates below the last context token (node 0 of `out` is that token).
+  // Candidates are chosen, not sampled, so verification treats them as point masses.
+  // Unimplemented for drafters that only make chains.
+  virtual absl::Status ProposeTree(std::span<const int32_t> context, const TreeShape& shape,
+                                   DraftTree* out) {
+    return absl::UnimplementedError(Name() + " drafts chains only");
+  }
   // A short description for logs and stats, e.g. "ngram:3" or "early-exit:2".
   virtual std::string Name() const = 0;
 };
@@ -56,9 +77,14 @@ class ModelDrafter : public Drafter {
                                                               model::ThreadPool* pool,
                                                               const ModelDrafterOptions& options);
   absl::Status Propose(std::span<const int32_t> context, int max_tokens, Draft* out) override;
+  absl::Status ProposeTree(std::span<const int32_t> context, const TreeShape& shape,
+                           DraftTree* out) override;
   std::string Name() const override;
 
  private:
+  // Logits of every node of `tree` (root = the last context token). Leaves the cache as Sync
+  // left it. REQUIRES: Sync(context) was called.
+  absl::Status TreeLogits(const DraftTree& tree);
   ModelDrafter(const model::Model& model, model::ThreadPool* pool, model::KvCache cache,
                const ModelDrafterOptions& options);
   // Brings the cache to context[0, n - 1) and returns the logits after context[n - 1].

@@ -35,7 +35,16 @@ absl::Status SpecDecoder::Generate(std::span<const int32_t> prompt, int max_new_
   const model::Vocab& vocab = target_.vocab();
   if (prompt.empty()) return absl::InvalidArgumentError("empty prompt (it needs at least BOS)");
   RETURN_IF_ERROR(model::ValidateSamplerOptions(options_.sampler));
-  const int gamma_max = std::max(0, options_.spec_tokens);
+  int gamma_max = std::max(0, options_.spec_tokens);
+  if (options_.tree) {
+    if (drafter_ == nullptr) return absl::InvalidArgumentError("draft trees need a drafter");
+    const TreeShape& t = *options_.tree;
+    int64_t nodes = 0, level = 1;
+    for (int d = 0; d < t.depth && nodes < 4096; ++d) nodes += (level *= t.width);
+    gamma_max = static_cast<int>(t.kind == TreeShape::Kind::kDynamic
+                                     ? std::min<int64_t>(nodes, t.budget)
+                                     : std::min<int64_t>(nodes, 4096));
+  }
   const int capacity = static_cast<int>(std::min<int64_t>(
       c.max_seq_len, static_cast<int64_t>(prompt.size()) + max_new_tokens + gamma_max + 1));
   if (static_cast<int>(prompt.size()) >= capacity && max_new_tokens > 0) {
@@ -56,7 +65,6 @@ absl::Status SpecDecoder::Generate(std::span<const int32_t> prompt, int max_new_
 
   Draft draft;
   std::vector<float> p_rows;
-  std::vector<int32_t> batch;
   int generated = 0;
   while (generated < max_new_tokens) {
     // Room for the last committed token plus the drafts.
@@ -68,23 +76,38 @@ absl::Status SpecDecoder::Generate(std::span<const int32_t> prompt, int max_new_
     const int gamma = std::min({gamma_max, room, max_new_tokens - generated - 1});
     draft.tokens.clear();
     draft.probs.clear();
-    if (drafter_ != nullptr && gamma > 0) {
-      t0 = Now();
-      RETURN_IF_ERROR(drafter_->Propose(tokens, gamma, &draft));
-      stats->draft_seconds += Now() - t0;
-      if (static_cast<int>(draft.tokens.size()) > gamma) draft.tokens.resize(gamma);
-    }
-    const int g = static_cast<int>(draft.tokens.size());
-
-    // One target pass over the last committed token and the drafts.
+    DraftTree tree;
+    absl::StatusOr<VerifyResult> verdict;
+    const int base = cache.length();  // == tokens.size() - 1
     t0 = Now();
-    batch.assign(1, tokens.back());
-    batch.insert(batch.end(), draft.tokens.begin(), draft.tokens.end());
-    req.tokens = batch;
+    if (options_.tree && gamma > 0) {
+      RETURN_IF_ERROR(drafter_->ProposeTree(tokens, *options_.tree, &tree));
+      if (tree.tokens.empty() || tree.tokens[0] != tokens.back()) {
+        return absl::InternalError("drafter returned a tree without the context's last token");
+      }
+      // Nodes come parents first, so a prefix of the list is still a tree.
+      if (static_cast<int>(tree.tokens.size()) - 1 > room) {
+        tree.tokens.resize(room + 1);
+        tree.parents.resize(room + 1);
+      }
+    } else if (drafter_ != nullptr && gamma > 0) {
+      RETURN_IF_ERROR(drafter_->Propose(tokens, gamma, &draft));
+      if (static_cast<int>(draft.tokens.size()) > gamma) draft.tokens.resize(gamma);
+      tree = DraftTree::Chain(tokens.back(), draft.tokens);
+    } else {
+      tree = DraftTree::Chain(tokens.back(), {});
+    }
+    stats->draft_seconds += Now() - t0;
+    const int g = static_cast<int>(tree.tokens.size()) - 1;
+    const bool is_chain = !options_.tree;
+
+    // One target pass over the last committed token and the drafts (a tree mask for trees).
+    t0 = Now();
+    req.tokens = tree.tokens;
+    req.parents = is_chain ? std::span<const int32_t>() : std::span<const int32_t>(tree.parents);
     req.logits = model::LogitsMode::kAll;
     RETURN_IF_ERROR(engine_.Forward(req, &cache, &out));
-    const DraftTree tree = DraftTree::Chain(tokens.back(), draft.tokens);
-    absl::StatusOr<VerifyResult> verdict;
+    req.parents = {};
     if (sampler_.greedy()) {
       verdict = VerifyGreedy(tree, Rows{out.data.data(), out.rows, out.cols});
     } else {
@@ -94,8 +117,9 @@ absl::Status SpecDecoder::Generate(std::span<const int32_t> prompt, int max_new_
         sampler_.Distribution(out.Row(r), &p);
         std::copy(p.begin(), p.end(), p_rows.begin() + static_cast<size_t>(r) * out.cols);
       }
-      DraftProbs q;
-      if (!draft.probs.empty() && static_cast<int>(draft.probs.size()) == g * out.cols) {
+      DraftProbs q;  // trees and deterministic drafts: point masses
+      if (is_chain && !draft.probs.empty() &&
+          static_cast<int>(draft.probs.size()) == g * out.cols) {
         q.kind = DraftProbKind::kFull;
         // Rows per tree node: node i's children were drawn from draft row i; the leaf's row is
         // unused, so it repeats the last one.
@@ -107,17 +131,31 @@ absl::Status SpecDecoder::Generate(std::span<const int32_t> prompt, int max_new_
     if (!verdict.ok()) return verdict.status();
     const int accepted = static_cast<int>(verdict->path.size());
     // Keep the committed prefix and the accepted drafts; the next token is fed next round.
-    RETURN_IF_ERROR(cache.Truncate(static_cast<int>(tokens.size()) + accepted));
+    if (is_chain) {
+      RETURN_IF_ERROR(cache.Truncate(base + 1 + accepted));
+    } else {
+      std::vector<int32_t> keep(base + 1);
+      for (int i = 0; i <= base; ++i) keep[i] = i;
+      for (int32_t node : verdict->path) keep.push_back(base + node);
+      RETURN_IF_ERROR(cache.KeepSlots(keep));
+    }
     stats->verify_seconds += Now() - t0;
 
     stats->target_forward_passes++;
     stats->draft_tokens += g;
     stats->accepted_tokens += accepted;
-    if (static_cast<int>(stats->proposed_per_position.size()) < g) {
-      stats->proposed_per_position.resize(g, 0);
-      stats->accepted_per_position.resize(g, 0);
+    // Depth of every node (chains: node i is at depth i).
+    std::vector<int> depth(tree.tokens.size(), 0);
+    int max_depth = 0;
+    for (size_t i = 1; i < tree.tokens.size(); ++i) {
+      depth[i] = depth[tree.parents[i]] + 1;
+      max_depth = std::max(max_depth, depth[i]);
     }
-    for (int i = 0; i < g; ++i) {
+    if (static_cast<int>(stats->proposed_per_position.size()) < max_depth) {
+      stats->proposed_per_position.resize(max_depth, 0);
+      stats->accepted_per_position.resize(max_depth, 0);
+    }
+    for (int i = 0; i < max_depth; ++i) {
       stats->proposed_per_position[i]++;
       if (i < accepted) stats->accepted_per_position[i]++;
     }

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <span>
 #include <vector>
 
@@ -19,6 +20,8 @@ namespace tandem::spec {
 
 struct SpecOptions {
   int spec_tokens = 4;             // draft length gamma per round (0: target alone)
+  // When set, draft trees of this shape instead of chains (the drafter must support trees).
+  std::optional<TreeShape> tree;
   model::SamplerOptions sampler;   // the target's sampling; drafts must use the same processing
 };
 
@@ -27,8 +30,10 @@ struct SpecStats {
   int64_t target_forward_passes = 0;  // verification passes, prefill excluded
   int64_t draft_tokens = 0;
   int64_t accepted_tokens = 0;
-  std::vector<int64_t> proposed_per_position;  // drafts offered at position i of a round
-  std::vector<int64_t> accepted_per_position;  // of which accepted
+  // Chains: drafts offered at position i of a round, and how many were accepted. Trees: rounds
+  // whose tree reached depth i + 1, and how many accepted a node at that depth.
+  std::vector<int64_t> proposed_per_position;
+  std::vector<int64_t> accepted_per_position;
   double draft_seconds = 0;
   double verify_seconds = 0;
   double prefill_seconds = 0;

@@ -142,8 +142,10 @@ TEST(ToolTest, SpeculativeGenerateKeepsTheGoldenTextAndReportsAcceptance) {
   std::string draft = testing::TempDir() + "/draft-q8.gguf";
   ASSERT_EQ(RunTool("convert " + Model() + " " + draft + " --type q8_0").exit_code, 0);
   std::string js = testing::TempDir() + "/spec.json";
-  for (const std::string& how : std::vector<std::string>{"--draft ngram:3", "--draft early-exit:2",
-                                                           "--draft-model " + draft}) {
+  for (const std::string& how :
+       std::vector<std::string>{"--draft ngram:3", "--draft early-exit:2", "--draft-model " + draft,
+                                "--draft-model " + draft + " --tree static:2,3",
+                                "--draft early-exit:4 --tree dynamic:12"}) {
     Result r = RunTool("generate --model " + Model() + " --max-tokens 200 --spec-tokens 3 " + how +
                        " --stats-json " + js);
     ASSERT_EQ(r.exit_code, 0) << how << ": " << r.err;
@@ -173,6 +175,11 @@ TEST(ToolTest, BadSpeculativeFlagsGiveClearErrors) {
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_THAT(r.err, HasSubstr("vocabulary"));
   r = RunTool("generate --model " + Model() + " --draft ngram:2 --spec-tokens 100");
+  EXPECT_EQ(r.exit_code, 2);
+  r = RunTool("generate --model " + Model() + " --draft early-exit:2 --tree static:2");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.err, HasSubstr("--tree must be"));
+  r = RunTool("generate --model " + Model() + " --draft ngram:2 --tree dynamic:8");
   EXPECT_EQ(r.exit_code, 2);
 }
 

@@ -36,7 +36,7 @@ int GenerateCommand(const std::vector<std::string>& args) {
   absl::StatusOr<Flags> flags =
       Flags::Parse(args, {"model", "tokenizer", "prompt", "max-tokens", "temperature", "top-p",
                           "top-k", "seed", "threads", "stats-json", "draft-model", "draft",
-                          "spec-tokens"});
+                          "spec-tokens", "tree"});
   if (!flags.ok()) return Fail(flags.status());
   if (!flags->positional().empty()) {
     return Fail(absl::InvalidArgumentError("generate takes no positional arguments"));

@@ -31,6 +31,36 @@ absl::Status ParseDraftSpec(const std::string& spec, std::string* kind, int* val
   return absl::OkStatus();
 }
 
+// Parses "static:K,D" / "dynamic:BUDGET".
+absl::StatusOr<spec::TreeShape> ParseTree(const std::string& text) {
+  spec::TreeShape t;
+  auto bad = [&] {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--tree must be static:K,D (K children per node, depth D) or dynamic:BUDGET, got '", text,
+        "'"));
+  };
+  size_t colon = text.find(':');
+  if (colon == std::string::npos) return bad();
+  const std::string kind = text.substr(0, colon), args = text.substr(colon + 1);
+  if (kind == "static") {
+    size_t comma = args.find(',');
+    if (comma == std::string::npos || !absl::SimpleAtoi(args.substr(0, comma), &t.width) ||
+        !absl::SimpleAtoi(args.substr(comma + 1), &t.depth) || t.width < 1 || t.width > 16 ||
+        t.depth < 1 || t.depth > 16) {
+      return bad();
+    }
+    t.kind = spec::TreeShape::Kind::kStatic;
+  } else if (kind == "dynamic") {
+    if (!absl::SimpleAtoi(args, &t.budget) || t.budget < 1 || t.budget > 256) return bad();
+    t.kind = spec::TreeShape::Kind::kDynamic;
+    t.width = 4;  // frontier nodes expanded per depth, and children per expanded node
+    t.depth = std::min(t.budget, 8);
+  } else {
+    return bad();
+  }
+  return t;
+}
+
 }  // namespace
 
 int GenerateSpeculative(const Flags& flags, const model::Model& target,
@@ -92,6 +122,14 @@ int GenerateSpeculative(const Flags& flags, const model::Model& target,
 
   spec::SpecOptions options;
   options.spec_tokens = static_cast<int>(*gamma);
+  if (flags.Has("tree")) {
+    absl::StatusOr<spec::TreeShape> tree = ParseTree(flags.String("tree"));
+    if (!tree.ok()) return Fail(tree.status());
+    if (dynamic_cast<spec::NgramDrafter*>(drafter.get()) != nullptr) {
+      return Fail(absl::InvalidArgumentError("--tree needs a model draft (--draft-model or early-exit)"));
+    }
+    options.tree = *tree;
+  }
   options.sampler = sampler;
   spec::SpecDecoder decoder(target, &pool, drafter.get(), options);
   spec::SpecStats stats;
@@ -129,7 +167,9 @@ int GenerateSpeculative(const Flags& flags, const model::Model& target,
         "  \"mean_accepted_length\": %.4f,\n  \"acceptance_per_position\": [%s],\n"
         "  \"draft_seconds\": %.6f,\n  \"verify_seconds\": %.6f,\n  \"prefill_seconds\": %.6f,\n"
         "  \"threads\": %d\n}\n",
-        JsonString(target.path()), JsonString(drafter->Name()), *gamma, prompt.size(),
+        JsonString(target.path()), JsonString(flags.Has("tree") ? drafter->Name() + " tree " + flags.String("tree")
+                                                    : drafter->Name()),
+        *gamma, prompt.size(),
         stats.generated_tokens, seconds, stats.generated_tokens / seconds,
         stats.target_forward_passes, stats.draft_tokens, stats.accepted_tokens,
         stats.MeanAcceptedLength(), absl::StrJoin(per_pos, ", "), stats.draft_seconds,

@@ -85,9 +85,11 @@ class SpecDecoderTest : public ::testing::Test {
 
   static std::vector<int32_t> Speculative(Drafter* drafter, int gamma,
                                           const std::vector<int32_t>& prompt, int n,
-                                          SpecStats* stats) {
+                                          SpecStats* stats,
+                                          std::optional<TreeShape> tree = std::nullopt) {
     SpecOptions o;
     o.spec_tokens = gamma;
+    o.tree = tree;
     SpecDecoder dec(*target_, nullptr, drafter, o);
     std::vector<int32_t> gen;
     absl::Status s = dec.Generate(prompt, n, [&](int32_t, int32_t t) { gen.push_back(t); }, stats);
@@ -141,6 +143,57 @@ TEST_F(SpecDecoderTest, GreedyTextEqualsTargetAloneForEveryDrafterAndGamma) {
       }
     }
   }
+}
+
+TEST_F(SpecDecoderTest, GreedyTreesEqualTargetAlone) {
+  std::vector<TreeShape> shapes;
+  for (auto [w, d] : {std::pair{2, 3}, {3, 2}, {1, 4}}) {
+    TreeShape t;
+    t.kind = TreeShape::Kind::kStatic;
+    t.width = w;
+    t.depth = d;
+    shapes.push_back(t);
+  }
+  for (int budget : {6, 16}) {
+    TreeShape t;
+    t.kind = TreeShape::Kind::kDynamic;
+    t.width = 3;
+    t.depth = 5;
+    t.budget = budget;
+    shapes.push_back(t);
+  }
+  for (const char* text : kPrompts) {
+    std::vector<int32_t> prompt = target_->vocab().Encode(text, true);
+    const int n = std::string(text).empty() ? 200 : (std::string(text) == "Zoo" ? 57 : 60);
+    std::vector<int32_t> want = TargetAlone(prompt, n);
+    for (model::Model* draft_model : {q4_, target_}) {
+      for (const TreeShape& shape : shapes) {
+        ModelDrafterOptions o;
+        if (draft_model == target_) o.layers = 4;  // early exit
+        auto d = ModelDrafter::Create(*draft_model, nullptr, o);
+        ASSERT_TRUE(d.ok());
+        SpecStats stats;
+        std::vector<int32_t> got = Speculative(d->get(), 0, prompt, n, &stats, shape);
+        ASSERT_EQ(got, want) << (*d)->Name() << " tree " << shape.width << "x" << shape.depth
+                             << " budget " << shape.budget << " prompt '" << text << "'";
+      }
+    }
+  }
+}
+
+TEST_F(SpecDecoderTest, TreesAcceptMoreThanChainsOfTheSameDepth) {
+  std::vector<int32_t> prompt = target_->vocab().Encode("", true);
+  auto d = ModelDrafter::Create(*q4_, nullptr, ModelDrafterOptions{});
+  ASSERT_TRUE(d.ok());
+  SpecStats chain, tree;
+  Speculative(d->get(), 3, prompt, 200, &chain);
+  TreeShape t;
+  t.width = 2;
+  t.depth = 3;
+  Speculative(d->get(), 0, prompt, 200, &tree, t);
+  std::printf("q4_0 draft: chain of 3 tau %.2f, static 2x3 tree tau %.2f\n",
+              chain.MeanAcceptedLength(), tree.MeanAcceptedLength());
+  EXPECT_GT(tree.MeanAcceptedLength(), chain.MeanAcceptedLength());
 }
 
 TEST_F(SpecDecoderTest, GoodDraftsTakeFewerTargetPassesThanTokens) {

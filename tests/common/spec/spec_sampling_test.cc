@@ -50,11 +50,13 @@ class SpecSamplingTest : public ::testing::Test {
 
   // First two tokens of `kRuns` speculative generations.
   static std::vector<std::pair<int, int>> RunSpec(const std::vector<int32_t>& prompt,
-                                                  Drafter* drafter, int gamma) {
+                                                  Drafter* drafter, int gamma,
+                                                  std::optional<TreeShape> tree) {
     std::vector<std::pair<int, int>> out;
     for (int run = 0; run < kRuns; ++run) {
       SpecOptions o;
       o.spec_tokens = gamma;
+      o.tree = tree;
       o.sampler = Temp1(1000 + run);
       SpecDecoder dec(*target_, nullptr, drafter, o);
       std::vector<int32_t> gen;
@@ -159,9 +161,10 @@ class SpecSamplingTest : public ::testing::Test {
     return stat;
   }
 
-  void CheckDrafter(Drafter* drafter, const char* prompt_text, int gamma) {
+  void CheckDrafter(Drafter* drafter, const char* prompt_text, int gamma,
+                    std::optional<TreeShape> tree = std::nullopt) {
     std::vector<int32_t> prompt = target_->vocab().Encode(prompt_text, true);
-    auto spec = RunSpec(prompt, drafter, gamma);
+    auto spec = RunSpec(prompt, drafter, gamma, tree);
     int df = 0;
     double fit = FirstTokenFit(prompt, spec, &df);
     std::printf("%s: first token chi-square %.1f, df %d, critical %.1f\n", drafter->Name().c_str(),
@@ -195,6 +198,17 @@ TEST_F(SpecSamplingTest, EarlyExitDraft) {
   auto d = ModelDrafter::Create(*target_, nullptr, o);
   ASSERT_TRUE(d.ok());
   CheckDrafter(d->get(), "The dog ran. The dog", 2);
+}
+
+TEST_F(SpecSamplingTest, DynamicTreeDraft) {
+  auto d = ModelDrafter::Create(*draft_, nullptr, ModelDrafterOptions{});
+  ASSERT_TRUE(d.ok());
+  TreeShape t;
+  t.kind = TreeShape::Kind::kDynamic;
+  t.width = 3;
+  t.depth = 3;
+  t.budget = 8;
+  CheckDrafter(d->get(), "The dog ran. The dog", 0, t);
 }
 
 TEST_F(SpecSamplingTest, IdsOnlyNgramDraft) {
