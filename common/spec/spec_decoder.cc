@@ -5,6 +5,7 @@
 #include <chrono>
 
 #include "absl/strings/str_cat.h"
+#include "common/spec/adaptive.h"
 #include "common/spec/verify.h"
 #include "common/util/status_macros.h"
 
@@ -63,6 +64,7 @@ absl::Status SpecDecoder::Generate(std::span<const int32_t> prompt, int max_new_
   }
   stats->prefill_seconds += Now() - t0;
 
+  AdaptiveGamma adaptive(gamma_max);
   Draft draft;
   std::vector<float> p_rows;
   int generated = 0;
@@ -73,7 +75,11 @@ absl::Status SpecDecoder::Generate(std::span<const int32_t> prompt, int max_new_
       stats->context_full = true;
       break;
     }
-    const int gamma = std::min({gamma_max, room, max_new_tokens - generated - 1});
+    int wanted = options_.adaptive && !options_.tree ? adaptive.Choose() : gamma_max;
+    // An adaptive loop that stopped drafting still probes one draft now and then, so a draft
+    // that becomes good again is noticed.
+    if (options_.adaptive && wanted == 0 && stats->target_forward_passes % 16 == 15) wanted = 1;
+    const int gamma = std::min({wanted, room, max_new_tokens - generated - 1});
     draft.tokens.clear();
     draft.probs.clear();
     DraftTree tree;
@@ -97,7 +103,8 @@ absl::Status SpecDecoder::Generate(std::span<const int32_t> prompt, int max_new_
     } else {
       tree = DraftTree::Chain(tokens.back(), {});
     }
-    stats->draft_seconds += Now() - t0;
+    const double draft_seconds = Now() - t0;
+    stats->draft_seconds += draft_seconds;
     const int g = static_cast<int>(tree.tokens.size()) - 1;
     const bool is_chain = !options_.tree;
 
@@ -139,7 +146,12 @@ absl::Status SpecDecoder::Generate(std::span<const int32_t> prompt, int max_new_
       for (int32_t node : verdict->path) keep.push_back(base + node);
       RETURN_IF_ERROR(cache.KeepSlots(keep));
     }
-    stats->verify_seconds += Now() - t0;
+    const double verify_seconds = Now() - t0;
+    stats->verify_seconds += verify_seconds;
+    if (is_chain) {
+      adaptive.ObserveRound(g, accepted);
+      adaptive.ObserveCosts(g, draft_seconds, verify_seconds);
+    }
 
     stats->target_forward_passes++;
     stats->draft_tokens += g;

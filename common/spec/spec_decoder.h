@@ -20,6 +20,8 @@ namespace tandem::spec {
 
 struct SpecOptions {
   int spec_tokens = 4;             // draft length gamma per round (0: target alone)
+  // Choose the draft length each round (AdaptiveGamma), up to spec_tokens. Chains only.
+  bool adaptive = false;
   // When set, draft trees of this shape instead of chains (the drafter must support trees).
   std::optional<TreeShape> tree;
   model::SamplerOptions sampler;   // the target's sampling; drafts must use the same processing

@@ -20,7 +20,7 @@ constexpr char kUsage[] =
     "                                     llama2.c or GGUF in, GGUF out\n"
     "  generate [--model M] [--tokenizer T] [--prompt P] [--max-tokens N] [--temperature X]\n"
     "           [--top-k K] [--top-p P] [--seed S] [--threads N] [--stats-json FILE]\n"
-    "           [--draft-model F | --draft early-exit:K | --draft ngram:N] [--spec-tokens G]\n"
+    "           [--draft-model F | --draft early-exit:K | --draft ngram:N] [--spec-tokens G|auto]\n"
     "           [--tree static:K,D | --tree dynamic:BUDGET]\n"
     "                                     print the prompt and its continuation\n"
     "  bench [--model M] --json FILE [--threads N]\n"

@@ -69,7 +69,10 @@ int GenerateSpeculative(const Flags& flags, const model::Model& target,
   if (flags.Has("draft-model") && flags.Has("draft")) {
     return Fail(absl::InvalidArgumentError("give either --draft-model or --draft, not both"));
   }
-  absl::StatusOr<int64_t> gamma = flags.Int("spec-tokens", 4, 0, 64);
+  // --spec-tokens G, or "auto": adaptive, up to 8 drafts per round.
+  const bool adaptive = flags.String("spec-tokens") == "auto";
+  absl::StatusOr<int64_t> gamma = adaptive ? absl::StatusOr<int64_t>(8)
+                                           : flags.Int("spec-tokens", 4, 0, 64);
   if (!gamma.ok()) return Fail(gamma.status());
   model::ThreadPool pool(threads);
   // The draft samples with the target's settings (the same processing of p and q) and its own
@@ -122,6 +125,7 @@ int GenerateSpeculative(const Flags& flags, const model::Model& target,
 
   spec::SpecOptions options;
   options.spec_tokens = static_cast<int>(*gamma);
+  options.adaptive = adaptive;
   if (flags.Has("tree")) {
     absl::StatusOr<spec::TreeShape> tree = ParseTree(flags.String("tree"));
     if (!tree.ok()) return Fail(tree.status());
@@ -161,7 +165,7 @@ int GenerateSpeculative(const Flags& flags, const model::Model& target,
     }
     std::ofstream js(flags.String("stats-json"), std::ios::trunc);
     js << absl::StrFormat(
-        "{\n  \"model\": %s,\n  \"draft\": %s,\n  \"spec_tokens\": %d,\n  \"prompt_tokens\": %d,\n"
+        "{\n  \"model\": %s,\n  \"draft\": %s,\n  \"spec_tokens\": %s,\n  \"prompt_tokens\": %d,\n"
         "  \"generated_tokens\": %d,\n  \"seconds\": %.6f,\n  \"tokens_per_second\": %.3f,\n"
         "  \"target_forward_passes\": %d,\n  \"draft_tokens\": %d,\n  \"accepted_tokens\": %d,\n"
         "  \"mean_accepted_length\": %.4f,\n  \"acceptance_per_position\": [%s],\n"
@@ -169,7 +173,7 @@ int GenerateSpeculative(const Flags& flags, const model::Model& target,
         "  \"threads\": %d\n}\n",
         JsonString(target.path()), JsonString(flags.Has("tree") ? drafter->Name() + " tree " + flags.String("tree")
                                                     : drafter->Name()),
-        *gamma, prompt.size(),
+        adaptive ? std::string("\"auto\"") : absl::StrCat(*gamma), prompt.size(),
         stats.generated_tokens, seconds, stats.generated_tokens / seconds,
         stats.target_forward_passes, stats.draft_tokens, stats.accepted_tokens,
         stats.MeanAcceptedLength(), absl::StrJoin(per_pos, ", "), stats.draft_seconds,

@@ -145,6 +145,23 @@ TEST_F(SpecDecoderTest, GreedyTextEqualsTargetAloneForEveryDrafterAndGamma) {
   }
 }
 
+TEST_F(SpecDecoderTest, AdaptiveDraftLengthStaysExact) {
+  for (const char* text : kPrompts) {
+    std::vector<int32_t> prompt = target_->vocab().Encode(text, true);
+    std::vector<int32_t> want = TargetAlone(prompt, 60);
+    auto d = ModelDrafter::Create(*q8_, nullptr, ModelDrafterOptions{});
+    ASSERT_TRUE(d.ok());
+    SpecOptions o;
+    o.spec_tokens = 6;
+    o.adaptive = true;
+    SpecDecoder dec(*target_, nullptr, d->get(), o);
+    std::vector<int32_t> got;
+    SpecStats stats;
+    ASSERT_TRUE(dec.Generate(prompt, 60, [&](int32_t, int32_t t) { got.push_back(t); }, &stats).ok());
+    ASSERT_EQ(got, want) << "prompt '" << text << "'";
+  }
+}
+
 TEST_F(SpecDecoderTest, GreedyTreesEqualTargetAlone) {
   std::vector<TreeShape> shapes;
   for (auto [w, d] : {std::pair{2, 3}, {3, 2}, {1, 4}}) {
