@@ -255,6 +255,11 @@ absl::Status Engine::Forward(const ForwardRequest& req, KvCache* cache, ForwardR
 
   const bool head = (b == c.n_layers || req.early_exit) && req.logits != LogitsMode::kNone;
   result->is_logits = head;
+  if (head && req.return_hidden) {
+    result->hidden.assign(x, x + Td * c.dim);
+  } else {
+    result->hidden.clear();
+  }
   if (!head) {
     result->rows = T;
     result->cols = c.dim;

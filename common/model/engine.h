@@ -44,6 +44,9 @@ struct ForwardRequest {
   // Apply the final norm and classifier after layer_end even when it is not the last layer
   // (the early-exit draft).
   bool early_exit = false;
+  // Also return the hidden states after layer_end (pre-norm, all T rows) in
+  // ForwardResult::hidden when the result is logits: what an EAGLE-style draft head reads.
+  bool return_hidden = false;
 };
 
 struct ForwardResult {
@@ -51,6 +54,7 @@ struct ForwardResult {
   int rows = 0;
   int cols = 0;
   std::vector<float> data;  // rows x cols, row-major
+  std::vector<float> hidden;  // with return_hidden and logits: T x dim, else empty
   std::span<const float> Row(int r) const {
     return {data.data() + static_cast<size_t>(r) * cols, static_cast<size_t>(cols)};
   }

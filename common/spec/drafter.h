@@ -57,6 +57,14 @@ class Drafter {
   }
   // A short description for logs and stats, e.g. "ngram:3" or "early-exit:2".
   virtual std::string Name() const = 0;
+
+  // Drafters that read the target's features (an EAGLE head) return true; the decoder then calls
+  // ObserveTarget after every verification with the committed tokens of the round and the
+  // target's final hidden states (pre-norm, `dim` floats per token) that produced them: row i is
+  // the state at committed[i]'s predecessor position, i.e. the one the target predicted it from.
+  virtual bool WantsTargetFeatures() const { return false; }
+  virtual void ObserveTarget(std::span<const int32_t> committed, std::span<const float> hidden,
+                             int dim) {}
 };
 
 struct ModelDrafterOptions {

@@ -113,8 +113,10 @@ absl::Status SpecDecoder::Generate(std::span<const int32_t> prompt, int max_new_
     req.tokens = tree.tokens;
     req.parents = is_chain ? std::span<const int32_t>() : std::span<const int32_t>(tree.parents);
     req.logits = model::LogitsMode::kAll;
+    req.return_hidden = drafter_ != nullptr && drafter_->WantsTargetFeatures();
     RETURN_IF_ERROR(engine_.Forward(req, &cache, &out));
     req.parents = {};
+    req.return_hidden = false;
     if (sampler_.greedy()) {
       verdict = VerifyGreedy(tree, Rows{out.data.data(), out.rows, out.cols});
     } else {
@@ -172,6 +174,20 @@ absl::Status SpecDecoder::Generate(std::span<const int32_t> prompt, int max_new_
       if (i < accepted) stats->accepted_per_position[i]++;
     }
 
+    if (drafter_ != nullptr && drafter_->WantsTargetFeatures()) {
+      // Committed tokens of the round with the hidden state each was predicted from: the root's
+      // for the first, then each accepted node's.
+      const std::vector<int32_t> committed = verdict->Emitted(tree);
+      std::vector<float> features;
+      const int dim = c.dim;
+      std::vector<int32_t> from = {0};
+      from.insert(from.end(), verdict->path.begin(), verdict->path.end());
+      for (int32_t node : from) {
+        features.insert(features.end(), out.hidden.begin() + static_cast<size_t>(node) * dim,
+                        out.hidden.begin() + static_cast<size_t>(node + 1) * dim);
+      }
+      drafter_->ObserveTarget(committed, features, dim);
+    }
     bool stop = false;
     for (int32_t token : verdict->Emitted(tree)) {
       if (token == vocab.bos_id() || token == vocab.eos_id()) {

@@ -231,6 +231,52 @@ TEST_F(SpecDecoderTest, GoodDraftsTakeFewerTargetPassesThanTokens) {
   }
 }
 
+// A stand-in for an EAGLE head: it drafts nothing useful but records the target features the
+// decoder hands it, which must be the target's own final hidden states.
+class FeatureRecorder : public Drafter {
+ public:
+  absl::Status Propose(std::span<const int32_t> context, int max_tokens, Draft* out) override {
+    out->tokens.assign(std::min(max_tokens, 2), 5);
+    return absl::OkStatus();
+  }
+  std::string Name() const override { return "feature-recorder"; }
+  bool WantsTargetFeatures() const override { return true; }
+  void ObserveTarget(std::span<const int32_t> committed, std::span<const float> hidden,
+                     int dim) override {
+    EXPECT_EQ(hidden.size(), committed.size() * dim);
+    tokens.insert(tokens.end(), committed.begin(), committed.end());
+    features.insert(features.end(), hidden.begin(), hidden.end());
+  }
+  std::vector<int32_t> tokens;
+  std::vector<float> features;
+};
+
+TEST_F(SpecDecoderTest, DraftersCanReadTheTargetsFeatures) {
+  std::vector<int32_t> prompt = target_->vocab().Encode("Once upon a time", true);
+  FeatureRecorder rec;
+  SpecStats stats;
+  std::vector<int32_t> got = Speculative(&rec, 2, prompt, 20, &stats);
+  ASSERT_EQ(rec.tokens.size(), got.size());
+  // Reference: the target's final hidden states over prompt + generated text; the feature for
+  // committed token j is the state at the position before it.
+  std::vector<int32_t> all = prompt;
+  all.insert(all.end(), got.begin(), got.end());
+  model::Engine e(*target_, nullptr);
+  auto cache = model::KvCache::Create(target_->config(), 0, target_->config().n_layers, 64);
+  model::ForwardRequest r;
+  r.tokens = all;
+  r.logits = model::LogitsMode::kNone;
+  model::ForwardResult h;
+  ASSERT_TRUE(e.Forward(r, &*cache, &h).ok());
+  const int dim = target_->config().dim;
+  for (size_t j = 0; j < got.size(); ++j) {
+    const size_t pos = prompt.size() - 1 + j;
+    for (int k = 0; k < dim; ++k) {
+      ASSERT_NEAR(rec.features[j * dim + k], h.data[pos * dim + k], 1e-4) << "token " << j;
+    }
+  }
+}
+
 TEST_F(SpecDecoderTest, NgramDrafterProposesTheContinuationOfTheLatestMatch) {
   NgramDrafter d(3);
   Draft draft;
