@@ -37,6 +37,13 @@ for g in 1 2 3 4 6; do
   run "q8.g$g" --draft-model "$WORK/q8_0.gguf" --spec-tokens "$g"
   run "q4.g$g" --draft-model "$WORK/q4_0.gguf" --spec-tokens "$g"
 done
+run "q8.auto" --draft-model "$WORK/q8_0.gguf" --spec-tokens auto
+run "ee4.auto" --draft early-exit:4 --spec-tokens auto
+run "ngram3.auto" --draft ngram:3 --spec-tokens auto
+run "q4.static23" --draft-model "$WORK/q4_0.gguf" --tree static:2,3
+run "q4.dyn12" --draft-model "$WORK/q4_0.gguf" --tree dynamic:12
+run "ee4.static23" --draft early-exit:4 --tree static:2,3
+run "ee4.dyn12" --draft early-exit:4 --tree dynamic:12
 
 python3 - "$WORK" "$OUT" <<'PY'
 import glob, json, os, sys, statistics
@@ -61,11 +68,27 @@ for key, label in labels.items():
                      "acceptance_per_position": [round(x, 4) for x in per_pos],
                      "target_passes_per_token": passes / tokens, "tokens_per_second": tps,
                      "speedup_vs_target_alone": tps / base_tps, "same_tokens_as_target": tokens == base_tokens})
+extra = {"q8.auto": ("q8_0 model", "auto"), "ee4.auto": ("early-exit:4", "auto"),
+         "ngram3.auto": ("ngram:3", "auto"), "q4.static23": ("q4_0 model", "tree static:2,3"),
+         "q4.dyn12": ("q4_0 model", "tree dynamic:12"), "ee4.static23": ("early-exit:4", "tree static:2,3"),
+         "ee4.dyn12": ("early-exit:4", "tree dynamic:12")}
+for key, (label, how) in extra.items():
+    js = load(key)
+    tokens = sum(j["generated_tokens"] for j in js)
+    passes = sum(j["target_forward_passes"] for j in js)
+    accepted = sum(j["accepted_tokens"] for j in js)
+    depth = max(len(j["acceptance_per_position"]) for j in js)
+    per_pos = [statistics.mean(j["acceptance_per_position"][i] for j in js if len(j["acceptance_per_position"]) > i) for i in range(depth)]
+    tps = statistics.median(j["tokens_per_second"] for j in js)
+    rows.append({"draft": label, "spec_tokens": how, "tau": (accepted + passes) / passes,
+                 "acceptance_per_position": [round(x, 4) for x in per_pos],
+                 "target_passes_per_token": passes / tokens, "tokens_per_second": tps,
+                 "speedup_vs_target_alone": tps / base_tps, "same_tokens_as_target": tokens == base_tokens})
 res = {"target": "stories260K.bin", "greedy": True, "prompts": 5, "max_tokens": 200,
        "target_alone_tokens_per_second": base_tps, "runs": rows}
 json.dump(res, open(os.path.join(out, "spec-stories260K.json"), "w"), indent=2)
 print(f"target alone: {base_tps:.0f} tok/s")
 print(f"{'draft':14} {'G':>2} {'tau':>5} {'passes/tok':>10} {'speedup':>8}  acceptance per position")
 for r in rows:
-    print(f"{r['draft']:14} {r['spec_tokens']:2d} {r['tau']:5.2f} {r['target_passes_per_token']:10.3f} {r['speedup_vs_target_alone']:8.2f}  {r['acceptance_per_position']}")
+    print(f"{r['draft']:14} {str(r['spec_tokens']):>2} {r['tau']:5.2f} {r['target_passes_per_token']:10.3f} {r['speedup_vs_target_alone']:8.2f}  {r['acceptance_per_position']}")
 PY
