@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The end-to-end demo for this stage of Tandem: local generation with the default model
 # (stories260K from ../shared/models), from the llama2.c checkpoint and from a GGUF copy
-# quantized by our own converter.
+# quantized by our own converter, then local speculative decoding (the q8_0 copy drafts, the
+# f32 model verifies).
 set -euo pipefail
 BUILD_DIR=${1:-build}
 BIN="$BUILD_DIR/bin/tandem-model"
@@ -29,5 +30,11 @@ echo "== the same model converted to GGUF q8_0 by tandem-model convert =="
 "$BIN" convert "$MODELS/stories260K.bin" "$TMP/stories260K-q8_0.gguf" --type q8_0
 "$BIN" generate --model "$TMP/stories260K-q8_0.gguf" --prompt "Once upon a time" --max-tokens 120
 echo
-echo "== stats (from --stats-json) =="
+echo "== speculative decoding: the q8_0 copy drafts 4 tokens, the f32 model verifies them in one pass =="
+"$BIN" generate --prompt "Once upon a time" --max-tokens 120 \
+  --draft-model "$TMP/stories260K-q8_0.gguf" --spec-tokens 4 --stats-json "$TMP/spec.json"
+echo "(the same text as the first greedy run, the f32 model alone: greedy verification is exact)"
+echo
+echo "== stats (from --stats-json): target alone, then speculative =="
 cat "$TMP/stats.json"
+cat "$TMP/spec.json"
