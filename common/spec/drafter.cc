@@ -192,6 +192,46 @@ absl::Status NgramDrafter::Propose(std::span<const int32_t> context, int max_tok
   return absl::OkStatus();
 }
 
+absl::Status NgramDrafter::ProposeTree(std::span<const int32_t> context, const TreeShape& shape,
+                                       DraftTree* out) {
+  if (context.empty()) return absl::InvalidArgumentError("empty context");
+  out->tokens.assign(1, context.back());
+  out->parents.assign(1, -1);
+  const int n = static_cast<int>(context.size());
+  const int max_nodes = shape.kind == TreeShape::Kind::kDynamic ? shape.budget : 1 << 20;
+  int branches = 0;
+  std::vector<int> used_ends;
+  for (int len = std::min(max_ngram_, n - 1); len >= 1 && branches < shape.width; --len) {
+    for (int end = n - 1; end >= len && branches < shape.width; --end) {
+      if (std::find(used_ends.begin(), used_ends.end(), end) != used_ends.end()) continue;
+      if (!std::equal(context.begin() + (end - len), context.begin() + end,
+                      context.begin() + (n - len))) {
+        continue;
+      }
+      used_ends.push_back(end);
+      // Insert context[end, end + depth) into the trie below the root.
+      int32_t node = 0;
+      bool added = false;
+      for (int k = end; k < n && k < end + shape.depth; ++k) {
+        int32_t child = -1;
+        for (size_t c = 1; c < out->tokens.size(); ++c) {
+          if (out->parents[c] == node && out->tokens[c] == context[k]) child = static_cast<int32_t>(c);
+        }
+        if (child < 0) {
+          if (static_cast<int>(out->tokens.size()) - 1 >= max_nodes) break;
+          out->tokens.push_back(context[k]);
+          out->parents.push_back(node);
+          child = static_cast<int32_t>(out->tokens.size()) - 1;
+          added = true;
+        }
+        node = child;
+      }
+      if (added) ++branches;
+    }
+  }
+  return absl::OkStatus();
+}
+
 std::string NgramDrafter::Name() const { return absl::StrCat("ngram:", max_ngram_); }
 
 }  // namespace tandem::spec

@@ -114,6 +114,10 @@ class NgramDrafter : public Drafter {
  public:
   explicit NgramDrafter(int max_ngram) : max_ngram_(max_ngram) {}
   absl::Status Propose(std::span<const int32_t> context, int max_tokens, Draft* out) override;
+  // A trie of the continuations (up to shape.depth tokens) of up to shape.width earlier matches,
+  // longest n-gram first, most recent first; at most shape.budget nodes for dynamic shapes.
+  absl::Status ProposeTree(std::span<const int32_t> context, const TreeShape& shape,
+                           DraftTree* out) override;
   std::string Name() const override;
 
  private:

@@ -145,7 +145,8 @@ TEST(ToolTest, SpeculativeGenerateKeepsTheGoldenTextAndReportsAcceptance) {
   for (const std::string& how :
        std::vector<std::string>{"--draft ngram:3", "--draft early-exit:2", "--draft-model " + draft,
                                 "--draft-model " + draft + " --tree static:2,3",
-                                "--draft early-exit:4 --tree dynamic:12"}) {
+                                "--draft early-exit:4 --tree dynamic:12",
+                                "--draft ngram:3 --tree static:3,4"}) {
     Result r = RunTool("generate --model " + Model() + " --max-tokens 200 --spec-tokens 3 " + how +
                        " --stats-json " + js);
     ASSERT_EQ(r.exit_code, 0) << how << ": " << r.err;
@@ -179,8 +180,7 @@ TEST(ToolTest, BadSpeculativeFlagsGiveClearErrors) {
   r = RunTool("generate --model " + Model() + " --draft early-exit:2 --tree static:2");
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_THAT(r.err, HasSubstr("--tree must be"));
-  r = RunTool("generate --model " + Model() + " --draft ngram:2 --tree dynamic:8");
-  EXPECT_EQ(r.exit_code, 2);
+
 }
 
 TEST(ToolTest, BenchWritesJson) {

@@ -129,9 +129,6 @@ int GenerateSpeculative(const Flags& flags, const model::Model& target,
   if (flags.Has("tree")) {
     absl::StatusOr<spec::TreeShape> tree = ParseTree(flags.String("tree"));
     if (!tree.ok()) return Fail(tree.status());
-    if (dynamic_cast<spec::NgramDrafter*>(drafter.get()) != nullptr) {
-      return Fail(absl::InvalidArgumentError("--tree needs a model draft (--draft-model or early-exit)"));
-    }
     options.tree = *tree;
   }
   options.sampler = sampler;

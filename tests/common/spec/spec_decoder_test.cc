@@ -183,15 +183,19 @@ TEST_F(SpecDecoderTest, GreedyTreesEqualTargetAlone) {
     std::vector<int32_t> prompt = target_->vocab().Encode(text, true);
     const int n = std::string(text).empty() ? 200 : (std::string(text) == "Zoo" ? 57 : 60);
     std::vector<int32_t> want = TargetAlone(prompt, n);
-    for (model::Model* draft_model : {q4_, target_}) {
+    for (model::Model* draft_model : {q4_, target_, static_cast<model::Model*>(nullptr)}) {
       for (const TreeShape& shape : shapes) {
-        ModelDrafterOptions o;
-        if (draft_model == target_) o.layers = 4;  // early exit
-        auto d = ModelDrafter::Create(*draft_model, nullptr, o);
-        ASSERT_TRUE(d.ok());
+        std::unique_ptr<Drafter> d;
+        if (draft_model == nullptr) {
+          d = std::make_unique<NgramDrafter>(3);
+        } else {
+          ModelDrafterOptions o;
+          if (draft_model == target_) o.layers = 4;  // early exit
+          d = std::move(*ModelDrafter::Create(*draft_model, nullptr, o));
+        }
         SpecStats stats;
-        std::vector<int32_t> got = Speculative(d->get(), 0, prompt, n, &stats, shape);
-        ASSERT_EQ(got, want) << (*d)->Name() << " tree " << shape.width << "x" << shape.depth
+        std::vector<int32_t> got = Speculative(d.get(), 0, prompt, n, &stats, shape);
+        ASSERT_EQ(got, want) << d->Name() << " tree " << shape.width << "x" << shape.depth
                              << " budget " << shape.budget << " prompt '" << text << "'";
       }
     }
@@ -286,6 +290,16 @@ TEST_F(SpecDecoderTest, NgramDrafterProposesTheContinuationOfTheLatestMatch) {
   std::vector<int32_t> none = {1, 2, 3};
   ASSERT_TRUE(d.Propose(none, 4, &draft).ok());
   EXPECT_TRUE(draft.tokens.empty());
+  // Trees: continuations of several matches share a trie. After "... 5 6 7", the matches of
+  // "6 7" / "7" continue with 8 9 and with 4.
+  std::vector<int32_t> ctx2 = {1, 6, 7, 8, 9, 7, 4, 6, 7};
+  TreeShape shape;
+  shape.width = 3;
+  shape.depth = 2;
+  DraftTree tree;
+  ASSERT_TRUE(d.ProposeTree(ctx2, shape, &tree).ok());
+  EXPECT_EQ(tree.tokens, (std::vector<int32_t>{7, 8, 9, 4, 6}));
+  EXPECT_EQ(tree.parents, (std::vector<int32_t>{-1, 0, 1, 0, 3}));
 }
 
 }  // namespace
