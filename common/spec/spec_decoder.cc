@@ -2,21 +2,14 @@
 #include "common/spec/spec_decoder.h"
 
 #include <algorithm>
-#include <chrono>
 
 #include "absl/strings/str_cat.h"
 #include "common/spec/adaptive.h"
 #include "common/spec/verify.h"
+#include "common/util/clock.h"
 #include "common/util/status_macros.h"
 
 namespace tandem::spec {
-namespace {
-
-double Now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
-}  // namespace
 
 double SpecStats::MeanAcceptedLength() const {
   return target_forward_passes > 0
@@ -29,23 +22,109 @@ SpecDecoder::SpecDecoder(const model::Model& target, model::ThreadPool* pool, Dr
     : target_(target), engine_(target, pool), drafter_(drafter), options_(options),
       sampler_(options.sampler) {}
 
+int SpecDecoder::MaxDraftNodes() const {
+  if (!options_.tree) return std::max(0, options_.spec_tokens);
+  const TreeShape& t = *options_.tree;
+  int64_t nodes = 0, level = 1;
+  for (int d = 0; d < t.depth && nodes < 4096; ++d) nodes += (level *= t.width);
+  return static_cast<int>(t.kind == TreeShape::Kind::kDynamic ? std::min<int64_t>(nodes, t.budget)
+                                                               : std::min<int64_t>(nodes, 4096));
+}
+
+absl::Status SpecDecoder::ProposeRound(const std::vector<int32_t>& tokens, int gamma, int room,
+                                       DraftTree* tree, Draft* draft) {
+  draft->tokens.clear();
+  draft->probs.clear();
+  if (options_.tree && gamma > 0) {
+    RETURN_IF_ERROR(drafter_->ProposeTree(tokens, *options_.tree, tree));
+    if (tree->tokens.empty() || tree->tokens[0] != tokens.back() ||
+        tree->parents.size() != tree->tokens.size()) {
+      return absl::InternalError("drafter returned a tree without the context's last token");
+    }
+    // Nodes come parents first, so a prefix of the list is still a tree.
+    if (static_cast<int>(tree->tokens.size()) - 1 > room) {
+      tree->tokens.resize(room + 1);
+      tree->parents.resize(room + 1);
+    }
+    return absl::OkStatus();
+  }
+  if (drafter_ != nullptr && gamma > 0) {
+    RETURN_IF_ERROR(drafter_->Propose(tokens, gamma, draft));
+    if (static_cast<int>(draft->tokens.size()) > gamma) draft->tokens.resize(gamma);
+  }
+  *tree = DraftTree::Chain(tokens.back(), draft->tokens);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<VerifyResult> SpecDecoder::VerifyRound(const DraftTree& tree, Draft* draft,
+                                                      const model::ForwardResult& out) {
+  const Rows logits{out.data.data(), out.rows, out.cols};
+  if (sampler_.greedy()) return VerifyGreedy(tree, logits);
+  p_rows_.resize(static_cast<size_t>(out.rows) * out.cols);
+  for (int r = 0; r < out.rows; ++r) {
+    sampler_.Distribution(out.Row(r), &p_);
+    std::copy(p_.begin(), p_.end(), p_rows_.begin() + static_cast<size_t>(r) * out.cols);
+  }
+  DraftProbs q;  // trees and deterministic drafts: point masses
+  const int g = out.rows - 1;
+  if (!options_.tree && !draft->probs.empty() &&
+      static_cast<int>(draft->probs.size()) == g * out.cols) {
+    q.kind = DraftProbKind::kFull;
+    // One row per tree node: node i's child was drawn from draft row i; the leaf's row is
+    // unused, so it repeats the last one.
+    draft->probs.insert(draft->probs.end(), draft->probs.end() - out.cols, draft->probs.end());
+    q.full = Rows{draft->probs.data(), g + 1, out.cols};
+  }
+  return VerifySampled(tree, Rows{p_rows_.data(), out.rows, out.cols}, q, sampler_.rng());
+}
+
+void SpecDecoder::RecordRound(const DraftTree& tree, int accepted, SpecStats* stats) {
+  stats->target_forward_passes++;
+  stats->draft_tokens += static_cast<int64_t>(tree.tokens.size()) - 1;
+  stats->accepted_tokens += accepted;
+  // Depth of the deepest node (chains: the draft length).
+  std::vector<int> depth(tree.tokens.size(), 0);
+  int max_depth = 0;
+  for (size_t i = 1; i < tree.tokens.size(); ++i) {
+    depth[i] = depth[tree.parents[i]] + 1;
+    max_depth = std::max(max_depth, depth[i]);
+  }
+  if (static_cast<int>(stats->proposed_per_position.size()) < max_depth) {
+    stats->proposed_per_position.resize(max_depth, 0);
+    stats->accepted_per_position.resize(max_depth, 0);
+  }
+  for (int i = 0; i < max_depth; ++i) {
+    stats->proposed_per_position[i]++;
+    if (i < accepted) stats->accepted_per_position[i]++;
+  }
+}
+
+void SpecDecoder::ShareFeatures(const DraftTree& tree, const VerifyResult& verdict,
+                                const model::ForwardResult& out) {
+  // Committed tokens of the round with the hidden state each was predicted from: the root's
+  // for the first, then each accepted node's.
+  const int dim = target_.config().dim;
+  std::vector<float> features;
+  std::vector<int32_t> from = {0};
+  from.insert(from.end(), verdict.path.begin(), verdict.path.end());
+  for (int32_t node : from) {
+    features.insert(features.end(), out.hidden.begin() + static_cast<size_t>(node) * dim,
+                    out.hidden.begin() + static_cast<size_t>(node + 1) * dim);
+  }
+  drafter_->ObserveTarget(verdict.Emitted(tree), features, dim);
+}
+
 absl::Status SpecDecoder::Generate(std::span<const int32_t> prompt, int max_new_tokens,
                                    const std::function<void(int32_t, int32_t)>& emit,
                                    SpecStats* stats) {
   const model::ModelConfig& c = target_.config();
   const model::Vocab& vocab = target_.vocab();
   if (prompt.empty()) return absl::InvalidArgumentError("empty prompt (it needs at least BOS)");
-  RETURN_IF_ERROR(model::ValidateSamplerOptions(options_.sampler));
-  int gamma_max = std::max(0, options_.spec_tokens);
-  if (options_.tree) {
-    if (drafter_ == nullptr) return absl::InvalidArgumentError("draft trees need a drafter");
-    const TreeShape& t = *options_.tree;
-    int64_t nodes = 0, level = 1;
-    for (int d = 0; d < t.depth && nodes < 4096; ++d) nodes += (level *= t.width);
-    gamma_max = static_cast<int>(t.kind == TreeShape::Kind::kDynamic
-                                     ? std::min<int64_t>(nodes, t.budget)
-                                     : std::min<int64_t>(nodes, 4096));
+  if (options_.tree && drafter_ == nullptr) {
+    return absl::InvalidArgumentError("draft trees need a drafter");
   }
+  RETURN_IF_ERROR(model::ValidateSamplerOptions(options_.sampler));
+  const int gamma_max = MaxDraftNodes();
   const int capacity = static_cast<int>(std::min<int64_t>(
       c.max_seq_len, static_cast<int64_t>(prompt.size()) + max_new_tokens + gamma_max + 1));
   if (static_cast<int>(prompt.size()) >= capacity && max_new_tokens > 0) {
@@ -56,21 +135,21 @@ absl::Status SpecDecoder::Generate(std::span<const int32_t> prompt, int max_new_
   std::vector<int32_t> tokens(prompt.begin(), prompt.end());
   model::ForwardResult out;
   model::ForwardRequest req;
-  double t0 = Now();
+  double t0 = MonotonicSeconds();
   if (tokens.size() > 1) {  // the last prompt token is fed with the first drafts
     req.tokens = std::span<const int32_t>(tokens.data(), tokens.size() - 1);
     req.logits = model::LogitsMode::kNone;
     RETURN_IF_ERROR(engine_.Forward(req, &cache, &out));
   }
-  stats->prefill_seconds += Now() - t0;
+  stats->prefill_seconds += MonotonicSeconds() - t0;
 
+  const bool features = drafter_ != nullptr && drafter_->WantsTargetFeatures();
   AdaptiveGamma adaptive(gamma_max);
   Draft draft;
-  std::vector<float> p_rows;
+  DraftTree tree;
   int generated = 0;
   while (generated < max_new_tokens) {
-    // Room for the last committed token plus the drafts.
-    const int room = cache.capacity() - cache.length() - 1;
+    const int room = cache.capacity() - cache.length() - 1;  // slots beyond the last token
     if (room < 0) {
       stats->context_full = true;
       break;
@@ -80,127 +159,49 @@ absl::Status SpecDecoder::Generate(std::span<const int32_t> prompt, int max_new_
     // that becomes good again is noticed.
     if (options_.adaptive && wanted == 0 && stats->target_forward_passes % 16 == 15) wanted = 1;
     const int gamma = std::min({wanted, room, max_new_tokens - generated - 1});
-    draft.tokens.clear();
-    draft.probs.clear();
-    DraftTree tree;
-    absl::StatusOr<VerifyResult> verdict;
-    const int base = cache.length();  // == tokens.size() - 1
-    t0 = Now();
-    if (options_.tree && gamma > 0) {
-      RETURN_IF_ERROR(drafter_->ProposeTree(tokens, *options_.tree, &tree));
-      if (tree.tokens.empty() || tree.tokens[0] != tokens.back()) {
-        return absl::InternalError("drafter returned a tree without the context's last token");
-      }
-      // Nodes come parents first, so a prefix of the list is still a tree.
-      if (static_cast<int>(tree.tokens.size()) - 1 > room) {
-        tree.tokens.resize(room + 1);
-        tree.parents.resize(room + 1);
-      }
-    } else if (drafter_ != nullptr && gamma > 0) {
-      RETURN_IF_ERROR(drafter_->Propose(tokens, gamma, &draft));
-      if (static_cast<int>(draft.tokens.size()) > gamma) draft.tokens.resize(gamma);
-      tree = DraftTree::Chain(tokens.back(), draft.tokens);
-    } else {
-      tree = DraftTree::Chain(tokens.back(), {});
-    }
-    const double draft_seconds = Now() - t0;
-    stats->draft_seconds += draft_seconds;
-    const int g = static_cast<int>(tree.tokens.size()) - 1;
-    const bool is_chain = !options_.tree;
+    t0 = MonotonicSeconds();
+    RETURN_IF_ERROR(ProposeRound(tokens, gamma, room, &tree, &draft));
+    const double draft_seconds = MonotonicSeconds() - t0;
 
-    // One target pass over the last committed token and the drafts (a tree mask for trees).
-    t0 = Now();
+    // One target pass over the last committed token and the drafts (a tree mask for trees),
+    // then the cache keeps the committed prefix and the accepted path; the next token is fed
+    // next round.
+    t0 = MonotonicSeconds();
+    const int base = cache.length();  // == tokens.size() - 1
     req.tokens = tree.tokens;
-    req.parents = is_chain ? std::span<const int32_t>() : std::span<const int32_t>(tree.parents);
+    req.parents = options_.tree ? std::span<const int32_t>(tree.parents) : std::span<const int32_t>();
     req.logits = model::LogitsMode::kAll;
-    req.return_hidden = drafter_ != nullptr && drafter_->WantsTargetFeatures();
+    req.return_hidden = features;
     RETURN_IF_ERROR(engine_.Forward(req, &cache, &out));
-    req.parents = {};
-    req.return_hidden = false;
-    if (sampler_.greedy()) {
-      verdict = VerifyGreedy(tree, Rows{out.data.data(), out.rows, out.cols});
-    } else {
-      p_rows.resize(static_cast<size_t>(out.rows) * out.cols);
-      std::vector<float> p;
-      for (int r = 0; r < out.rows; ++r) {
-        sampler_.Distribution(out.Row(r), &p);
-        std::copy(p.begin(), p.end(), p_rows.begin() + static_cast<size_t>(r) * out.cols);
-      }
-      DraftProbs q;  // trees and deterministic drafts: point masses
-      if (is_chain && !draft.probs.empty() &&
-          static_cast<int>(draft.probs.size()) == g * out.cols) {
-        q.kind = DraftProbKind::kFull;
-        // Rows per tree node: node i's children were drawn from draft row i; the leaf's row is
-        // unused, so it repeats the last one.
-        draft.probs.insert(draft.probs.end(), draft.probs.end() - out.cols, draft.probs.end());
-        q.full = Rows{draft.probs.data(), g + 1, out.cols};
-      }
-      verdict = VerifySampled(tree, Rows{p_rows.data(), out.rows, out.cols}, q, sampler_.rng());
-    }
-    if (!verdict.ok()) return verdict.status();
-    const int accepted = static_cast<int>(verdict->path.size());
-    // Keep the committed prefix and the accepted drafts; the next token is fed next round.
-    if (is_chain) {
-      RETURN_IF_ERROR(cache.Truncate(base + 1 + accepted));
-    } else {
+    ASSIGN_OR_RETURN(VerifyResult verdict, VerifyRound(tree, &draft, out));
+    const int accepted = static_cast<int>(verdict.path.size());
+    if (options_.tree) {
       std::vector<int32_t> keep(base + 1);
       for (int i = 0; i <= base; ++i) keep[i] = i;
-      for (int32_t node : verdict->path) keep.push_back(base + node);
+      for (int32_t node : verdict.path) keep.push_back(base + node);
       RETURN_IF_ERROR(cache.KeepSlots(keep));
+    } else {
+      RETURN_IF_ERROR(cache.Truncate(base + 1 + accepted));
     }
-    const double verify_seconds = Now() - t0;
+    const double verify_seconds = MonotonicSeconds() - t0;
+
+    stats->draft_seconds += draft_seconds;
     stats->verify_seconds += verify_seconds;
-    if (is_chain) {
-      adaptive.ObserveRound(g, accepted);
-      adaptive.ObserveCosts(g, draft_seconds, verify_seconds);
+    RecordRound(tree, accepted, stats);
+    if (!options_.tree) {
+      adaptive.ObserveRound(static_cast<int>(tree.tokens.size()) - 1, accepted);
+      adaptive.ObserveCosts(static_cast<int>(tree.tokens.size()) - 1, draft_seconds, verify_seconds);
     }
+    if (features) ShareFeatures(tree, verdict, out);
 
-    stats->target_forward_passes++;
-    stats->draft_tokens += g;
-    stats->accepted_tokens += accepted;
-    // Depth of every node (chains: node i is at depth i).
-    std::vector<int> depth(tree.tokens.size(), 0);
-    int max_depth = 0;
-    for (size_t i = 1; i < tree.tokens.size(); ++i) {
-      depth[i] = depth[tree.parents[i]] + 1;
-      max_depth = std::max(max_depth, depth[i]);
-    }
-    if (static_cast<int>(stats->proposed_per_position.size()) < max_depth) {
-      stats->proposed_per_position.resize(max_depth, 0);
-      stats->accepted_per_position.resize(max_depth, 0);
-    }
-    for (int i = 0; i < max_depth; ++i) {
-      stats->proposed_per_position[i]++;
-      if (i < accepted) stats->accepted_per_position[i]++;
-    }
-
-    if (drafter_ != nullptr && drafter_->WantsTargetFeatures()) {
-      // Committed tokens of the round with the hidden state each was predicted from: the root's
-      // for the first, then each accepted node's.
-      const std::vector<int32_t> committed = verdict->Emitted(tree);
-      std::vector<float> features;
-      const int dim = c.dim;
-      std::vector<int32_t> from = {0};
-      from.insert(from.end(), verdict->path.begin(), verdict->path.end());
-      for (int32_t node : from) {
-        features.insert(features.end(), out.hidden.begin() + static_cast<size_t>(node) * dim,
-                        out.hidden.begin() + static_cast<size_t>(node + 1) * dim);
-      }
-      drafter_->ObserveTarget(committed, features, dim);
-    }
-    bool stop = false;
-    for (int32_t token : verdict->Emitted(tree)) {
-      if (token == vocab.bos_id() || token == vocab.eos_id()) {
-        stop = true;
-        break;
-      }
+    for (int32_t token : verdict.Emitted(tree)) {
+      if (token == vocab.bos_id() || token == vocab.eos_id()) return absl::OkStatus();
       emit(tokens.back(), token);
       tokens.push_back(token);
       ++generated;
       stats->generated_tokens++;
       if (generated == max_new_tokens) break;
     }
-    if (stop) break;
   }
   return absl::OkStatus();
 }

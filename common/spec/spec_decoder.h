@@ -57,11 +57,26 @@ class SpecDecoder {
                         SpecStats* stats);
 
  private:
+  // Draft nodes per round at most (gamma for chains, the tree size for trees).
+  int MaxDraftNodes() const;
+  // Drafts the round: a chain of up to `gamma` tokens or a tree of up to `room` nodes below the
+  // last committed token.
+  absl::Status ProposeRound(const std::vector<int32_t>& tokens, int gamma, int room,
+                            DraftTree* tree, Draft* draft);
+  // Verifies the round from the target's logits (`out`, one row per tree node).
+  absl::StatusOr<VerifyResult> VerifyRound(const DraftTree& tree, Draft* draft,
+                                           const model::ForwardResult& out);
+  static void RecordRound(const DraftTree& tree, int accepted, SpecStats* stats);
+  // Hands the committed tokens and their target features to the drafter (EAGLE hook).
+  void ShareFeatures(const DraftTree& tree, const VerifyResult& verdict,
+                     const model::ForwardResult& out);
+
   const model::Model& target_;
   model::Engine engine_;
   Drafter* drafter_;
   SpecOptions options_;
   model::Sampler sampler_;
+  std::vector<float> p_rows_, p_;  // scratch: target distributions
 };
 
 }  // namespace tandem::spec

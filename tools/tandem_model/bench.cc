@@ -2,7 +2,6 @@
 // pass over T positions relative to T = 1 (what a verification round costs), and prefill speed.
 // Results go to a JSON file; a summary goes to stderr.
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <numeric>
@@ -12,14 +11,11 @@
 #include "absl/strings/str_join.h"
 #include "common/model/engine.h"
 #include "common/model/sampler.h"
+#include "common/util/clock.h"
 #include "tools/tandem_model/commands.h"
 
 namespace tandem::tools {
 namespace {
-
-double Now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
 
 double Median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
@@ -88,12 +84,12 @@ int BenchCommand(const std::vector<std::string>& args) {
     // Decode at batch 1 over positions [base, base + window).
     (void)cache.Truncate(base);
     std::vector<double> step_times;
-    const double decode_start = Now();
-    while ((Now() - decode_start < round_budget / 3 || step_times.size() < 4) &&
+    const double decode_start = MonotonicSeconds();
+    while ((MonotonicSeconds() - decode_start < round_budget / 3 || step_times.size() < 4) &&
            cache.length() < base + window) {
-      double t = Now();
+      double t = MonotonicSeconds();
       run(random_tokens(1), model::LogitsMode::kLast);
-      step_times.push_back(Now() - t);
+      step_times.push_back(MonotonicSeconds() - t);
     }
     const double tps = 1.0 / Median(step_times);
     bandwidths.push_back(bw);
@@ -101,16 +97,16 @@ int BenchCommand(const std::vector<std::string>& args) {
     fractions.push_back(tps / (bw / bytes_per_token));
     // Forward cost over T positions after `base` positions of context (a verification pass:
     // logits for every position), the sizes interleaved.
-    const double batch_start = Now();
+    const double batch_start = MonotonicSeconds();
     do {
       for (size_t k = 0; k < batch_sizes.size(); ++k) {
         std::vector<int32_t> toks = random_tokens(batch_sizes[k]);
         (void)cache.Truncate(base);
-        double t = Now();
+        double t = MonotonicSeconds();
         run(toks, model::LogitsMode::kAll);
-        batch_times[k].push_back(Now() - t);
+        batch_times[k].push_back(MonotonicSeconds() - t);
       }
-    } while (Now() - batch_start < round_budget / 3);
+    } while (MonotonicSeconds() - batch_start < round_budget / 3);
   }
   const double bandwidth = Median(bandwidths);
   const double bound_tps = bandwidth / bytes_per_token;
@@ -122,13 +118,13 @@ int BenchCommand(const std::vector<std::string>& args) {
   // Prefill: one chain pass over a prompt, logits for the last position only.
   const int prefill_len = std::min(128, capacity);
   std::vector<double> prefill_times;
-  const double prefill_start = Now();
-  while (Now() - prefill_start < *budget || prefill_times.size() < 2) {
+  const double prefill_start = MonotonicSeconds();
+  while (MonotonicSeconds() - prefill_start < *budget || prefill_times.size() < 2) {
     std::vector<int32_t> toks = random_tokens(prefill_len);
     cache.Clear();
-    double t = Now();
+    double t = MonotonicSeconds();
     run(toks, model::LogitsMode::kLast);
-    prefill_times.push_back(Now() - t);
+    prefill_times.push_back(MonotonicSeconds() - t);
     if (prefill_times.size() >= 50) break;
   }
   const double prefill_tps = prefill_len / Median(prefill_times);

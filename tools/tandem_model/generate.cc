@@ -1,11 +1,11 @@
 // `generate`: local text generation, printed the way llama2.c's `run` prints it.
-#include <chrono>
 #include <cstdio>
 #include <fstream>
 
 #include "absl/strings/str_format.h"
 #include "common/model/engine.h"
 #include "common/model/sampler.h"
+#include "common/util/clock.h"
 #include "tools/tandem_model/commands.h"
 
 namespace tandem::tools {
@@ -23,14 +23,6 @@ void PrintPiece(const std::string& piece) {
   std::fwrite(piece.data(), 1, piece.size(), stdout);
   std::fflush(stdout);
 }
-
-namespace {
-
-double Now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
-}  // namespace
 
 int GenerateCommand(const std::vector<std::string>& args) {
   absl::StatusOr<Flags> flags =
@@ -83,12 +75,12 @@ int GenerateCommand(const std::vector<std::string>& args) {
   model::Sampler sampler(so);
   model::ForwardResult out;
 
-  const double t0 = Now();
+  const double t0 = MonotonicSeconds();
   model::ForwardRequest req;
   req.tokens = prompt;
   req.logits = model::LogitsMode::kLast;
   if (absl::Status s = engine.Forward(req, &*cache, &out); !s.ok()) return Fail(s);
-  const double t_prefill = Now();
+  const double t_prefill = MonotonicSeconds();
   for (int i = 1; i < n_prompt; ++i) PrintPiece(vocab.DecodeNext(prompt[i - 1], prompt[i]));
 
   int generated = 0;
@@ -110,7 +102,7 @@ int GenerateCommand(const std::vector<std::string>& args) {
   }
   std::printf("\n");
   std::fflush(stdout);
-  const double t_end = Now();
+  const double t_end = MonotonicSeconds();
   const double seconds = t_end - t0;
   const double decode_seconds = t_end - t_prefill;
   const double tps = generated > 0 ? generated / seconds : 0.0;

@@ -1,6 +1,5 @@
 // `generate --draft-model FILE | --draft early-exit:K | --draft ngram:N [--spec-tokens G]`:
 // local speculative decoding with the target verifying every draft in one pass.
-#include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <memory>
@@ -10,14 +9,11 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "common/spec/spec_decoder.h"
+#include "common/util/clock.h"
 #include "tools/tandem_model/commands.h"
 
 namespace tandem::tools {
 namespace {
-
-double Now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
 
 // Parses "early-exit:K" / "ngram:N".
 absl::Status ParseDraftSpec(const std::string& spec, std::string* kind, int* value) {
@@ -136,14 +132,14 @@ int GenerateSpeculative(const Flags& flags, const model::Model& target,
   spec::SpecStats stats;
   const model::Vocab& vocab = target.vocab();
   for (size_t i = 1; i < prompt.size(); ++i) PrintPiece(vocab.DecodeNext(prompt[i - 1], prompt[i]));
-  const double t0 = Now();
+  const double t0 = MonotonicSeconds();
   absl::Status s = decoder.Generate(
       prompt, max_tokens,
       [&](int32_t prev, int32_t token) { PrintPiece(vocab.DecodeNext(prev, token)); }, &stats);
   std::printf("\n");
   std::fflush(stdout);
   if (!s.ok()) return Fail(s);
-  const double seconds = Now() - t0;
+  const double seconds = MonotonicSeconds() - t0;
   if (stats.context_full) std::fprintf(stderr, "stopped: the context is full\n");
   std::fprintf(stderr,
                "prompt %zu tokens, generated %lld tokens in %.3f s (%.1f tok/s), %s draft, "
