@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/spec/adaptive.h"
+#include "common/spec/target_verifier.h"
 #include "common/spec/verify.h"
 #include "common/util/clock.h"
 #include "common/util/status_macros.h"
@@ -19,8 +20,7 @@ double SpecStats::MeanAcceptedLength() const {
 
 SpecDecoder::SpecDecoder(const model::Model& target, model::ThreadPool* pool, Drafter* drafter,
                          const SpecOptions& options)
-    : target_(target), engine_(target, pool), drafter_(drafter), options_(options),
-      sampler_(options.sampler) {}
+    : target_(target), engine_(target, pool), drafter_(drafter), options_(options) {}
 
 int SpecDecoder::MaxDraftNodes() const {
   if (!options_.tree) return std::max(0, options_.spec_tokens);
@@ -54,28 +54,6 @@ absl::Status SpecDecoder::ProposeRound(const std::vector<int32_t>& tokens, int g
   }
   *tree = DraftTree::Chain(tokens.back(), draft->tokens);
   return absl::OkStatus();
-}
-
-absl::StatusOr<VerifyResult> SpecDecoder::VerifyRound(const DraftTree& tree, Draft* draft,
-                                                      const model::ForwardResult& out) {
-  const Rows logits{out.data.data(), out.rows, out.cols};
-  if (sampler_.greedy()) return VerifyGreedy(tree, logits);
-  p_rows_.resize(static_cast<size_t>(out.rows) * out.cols);
-  for (int r = 0; r < out.rows; ++r) {
-    sampler_.Distribution(out.Row(r), &p_);
-    std::copy(p_.begin(), p_.end(), p_rows_.begin() + static_cast<size_t>(r) * out.cols);
-  }
-  DraftProbs q;  // trees and deterministic drafts: point masses
-  const int g = out.rows - 1;
-  if (!options_.tree && !draft->probs.empty() &&
-      static_cast<int>(draft->probs.size()) == g * out.cols) {
-    q.kind = DraftProbKind::kFull;
-    // One row per tree node: node i's child was drawn from draft row i; the leaf's row is
-    // unused, so it repeats the last one.
-    draft->probs.insert(draft->probs.end(), draft->probs.end() - out.cols, draft->probs.end());
-    q.full = Rows{draft->probs.data(), g + 1, out.cols};
-  }
-  return VerifySampled(tree, Rows{p_rows_.data(), out.rows, out.cols}, q, sampler_.rng());
 }
 
 void SpecDecoder::RecordRound(const DraftTree& tree, int accepted, SpecStats* stats) {
@@ -123,7 +101,6 @@ absl::Status SpecDecoder::Generate(std::span<const int32_t> prompt, int max_new_
   if (options_.tree && drafter_ == nullptr) {
     return absl::InvalidArgumentError("draft trees need a drafter");
   }
-  RETURN_IF_ERROR(model::ValidateSamplerOptions(options_.sampler));
   const int gamma_max = MaxDraftNodes();
   const int capacity = static_cast<int>(std::min<int64_t>(
       c.max_seq_len, static_cast<int64_t>(prompt.size()) + max_new_tokens + gamma_max + 1));
@@ -131,25 +108,21 @@ absl::Status SpecDecoder::Generate(std::span<const int32_t> prompt, int max_new_
     return absl::InvalidArgumentError(absl::StrCat("the prompt is ", prompt.size(),
                                                    " tokens but the context is ", c.max_seq_len));
   }
-  ASSIGN_OR_RETURN(model::KvCache cache, model::KvCache::Create(c, 0, c.n_layers, capacity));
-  std::vector<int32_t> tokens(prompt.begin(), prompt.end());
-  model::ForwardResult out;
-  model::ForwardRequest req;
+  ASSIGN_OR_RETURN(std::unique_ptr<TargetVerifier> verifier,
+                   TargetVerifier::Create(target_, capacity, options_.sampler));
   double t0 = MonotonicSeconds();
-  if (tokens.size() > 1) {  // the last prompt token is fed with the first drafts
-    req.tokens = std::span<const int32_t>(tokens.data(), tokens.size() - 1);
-    req.logits = model::LogitsMode::kNone;
-    RETURN_IF_ERROR(engine_.Forward(req, &cache, &out));
-  }
+  RETURN_IF_ERROR(verifier->Commit(engine_, prompt));
   stats->prefill_seconds += MonotonicSeconds() - t0;
 
   const bool features = drafter_ != nullptr && drafter_->WantsTargetFeatures();
   AdaptiveGamma adaptive(gamma_max);
   Draft draft;
   DraftTree tree;
+  model::ForwardResult pass;
+  std::vector<int32_t> drafts, parents;
   int generated = 0;
   while (generated < max_new_tokens) {
-    const int room = cache.capacity() - cache.length() - 1;  // slots beyond the last token
+    const int room = verifier->Room();
     if (room < 0) {
       stats->context_full = true;
       break;
@@ -160,44 +133,41 @@ absl::Status SpecDecoder::Generate(std::span<const int32_t> prompt, int max_new_
     if (options_.adaptive && wanted == 0 && stats->target_forward_passes % 16 == 15) wanted = 1;
     const int gamma = std::min({wanted, room, max_new_tokens - generated - 1});
     t0 = MonotonicSeconds();
-    RETURN_IF_ERROR(ProposeRound(tokens, gamma, room, &tree, &draft));
+    RETURN_IF_ERROR(ProposeRound(verifier->committed(), gamma, room, &tree, &draft));
     const double draft_seconds = MonotonicSeconds() - t0;
 
-    // One target pass over the last committed token and the drafts (a tree mask for trees),
-    // then the cache keeps the committed prefix and the accepted path; the next token is fed
-    // next round.
-    t0 = MonotonicSeconds();
-    const int base = cache.length();  // == tokens.size() - 1
-    req.tokens = tree.tokens;
-    req.parents = options_.tree ? std::span<const int32_t>(tree.parents) : std::span<const int32_t>();
-    req.logits = model::LogitsMode::kAll;
-    req.return_hidden = features;
-    RETURN_IF_ERROR(engine_.Forward(req, &cache, &out));
-    ASSIGN_OR_RETURN(VerifyResult verdict, VerifyRound(tree, &draft, out));
-    const int accepted = static_cast<int>(verdict.path.size());
+    // The drafts below the last committed token, in the verifier's form.
+    drafts.assign(tree.tokens.begin() + 1, tree.tokens.end());
+    parents.clear();
     if (options_.tree) {
-      std::vector<int32_t> keep(base + 1);
-      for (int i = 0; i <= base; ++i) keep[i] = i;
-      for (int32_t node : verdict.path) keep.push_back(base + node);
-      RETURN_IF_ERROR(cache.KeepSlots(keep));
-    } else {
-      RETURN_IF_ERROR(cache.Truncate(base + 1 + accepted));
+      for (size_t i = 1; i < tree.parents.size(); ++i) parents.push_back(tree.parents[i] - 1);
     }
+    DraftProbs q;
+    if (!options_.tree && !draft.probs.empty() &&
+        draft.probs.size() == drafts.size() * static_cast<size_t>(c.vocab_size)) {
+      q.kind = DraftProbKind::kFull;
+      q.full = Rows{draft.probs.data(), static_cast<int>(drafts.size()), c.vocab_size};
+    }
+    t0 = MonotonicSeconds();
+    const size_t before = verifier->committed().size();
+    ASSIGN_OR_RETURN(VerifyResult verdict, verifier->VerifyRound(engine_, drafts, parents, q,
+                                                                 features ? &pass : nullptr));
     const double verify_seconds = MonotonicSeconds() - t0;
+    const int accepted = static_cast<int>(verdict.path.size());
 
     stats->draft_seconds += draft_seconds;
     stats->verify_seconds += verify_seconds;
     RecordRound(tree, accepted, stats);
     if (!options_.tree) {
-      adaptive.ObserveRound(static_cast<int>(tree.tokens.size()) - 1, accepted);
-      adaptive.ObserveCosts(static_cast<int>(tree.tokens.size()) - 1, draft_seconds, verify_seconds);
+      adaptive.ObserveRound(static_cast<int>(drafts.size()), accepted);
+      adaptive.ObserveCosts(static_cast<int>(drafts.size()), draft_seconds, verify_seconds);
     }
-    if (features) ShareFeatures(tree, verdict, out);
+    if (features) ShareFeatures(tree, verdict, pass);
 
-    for (int32_t token : verdict.Emitted(tree)) {
-      if (token == vocab.bos_id() || token == vocab.eos_id()) return absl::OkStatus();
-      emit(tokens.back(), token);
-      tokens.push_back(token);
+    const std::vector<int32_t>& all = verifier->committed();
+    for (size_t i = before; i < all.size(); ++i) {
+      if (all[i] == vocab.bos_id() || all[i] == vocab.eos_id()) return absl::OkStatus();
+      emit(all[i - 1], all[i]);
       ++generated;
       stats->generated_tokens++;
       if (generated == max_new_tokens) break;

@@ -63,9 +63,6 @@ class SpecDecoder {
   // last committed token.
   absl::Status ProposeRound(const std::vector<int32_t>& tokens, int gamma, int room,
                             DraftTree* tree, Draft* draft);
-  // Verifies the round from the target's logits (`out`, one row per tree node).
-  absl::StatusOr<VerifyResult> VerifyRound(const DraftTree& tree, Draft* draft,
-                                           const model::ForwardResult& out);
   static void RecordRound(const DraftTree& tree, int accepted, SpecStats* stats);
   // Hands the committed tokens and their target features to the drafter (EAGLE hook).
   void ShareFeatures(const DraftTree& tree, const VerifyResult& verdict,
@@ -75,8 +72,6 @@ class SpecDecoder {
   model::Engine engine_;
   Drafter* drafter_;
   SpecOptions options_;
-  model::Sampler sampler_;
-  std::vector<float> p_rows_, p_;  // scratch: target distributions
 };
 
 }  // namespace tandem::spec

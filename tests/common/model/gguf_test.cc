@@ -495,7 +495,9 @@ TEST(GgufWriterTest, Alignment64) {
   std::vector<uint8_t> shifted = bytes;
   shifted.erase(shifted.begin() + static_cast<std::ptrdiff_t>(g.data_offset()) - 1);
   absl::StatusOr<std::unique_ptr<GgufFile>> reparsed = GgufFile::Parse(shifted);
-  if (reparsed.ok()) EXPECT_NE(std::memcmp((*reparsed)->tensors()[2].data, &x, 4), 0);
+  if (reparsed.ok()) {
+    EXPECT_NE(std::memcmp((*reparsed)->tensors()[2].data, &x, 4), 0);
+  }
 }
 
 TEST(GgufWriterTest, ZeroTensorFileIsNotPadded) {

@@ -109,7 +109,9 @@ TEST(SamplerTest, SampleFollowsDistribution) {
     double expected = p[i] * n;
     double sd = std::sqrt(n * p[i] * (1 - p[i])) + 1e-9;
     EXPECT_LT(std::fabs(counts[static_cast<int>(i)] - expected), 5 * sd + 1) << "token " << i;
-    if (p[i] == 0.0f) EXPECT_EQ(counts[static_cast<int>(i)], 0);
+    if (p[i] == 0.0f) {
+      EXPECT_EQ(counts[static_cast<int>(i)], 0);
+    }
   }
 }
 

@@ -1,0 +1,131 @@
+// One sequence's target-side verification state (see target_verifier.h).
+#include "common/spec/target_verifier.h"
+
+#include "absl/strings/str_cat.h"
+#include "common/util/status_macros.h"
+
+namespace tandem::spec {
+
+absl::StatusOr<std::unique_ptr<TargetVerifier>> TargetVerifier::Create(
+    const model::Model& target, int capacity, const model::SamplerOptions& sampling) {
+  RETURN_IF_ERROR(model::ValidateSamplerOptions(sampling));
+  ASSIGN_OR_RETURN(model::KvCache cache,
+                   model::KvCache::Create(target.config(), 0, target.config().n_layers, capacity));
+  return std::unique_ptr<TargetVerifier>(new TargetVerifier(target, std::move(cache), sampling));
+}
+
+TargetVerifier::TargetVerifier(const model::Model& target, model::KvCache cache,
+                               const model::SamplerOptions& sampling)
+    : target_(target), cache_(std::move(cache)), sampler_(sampling) {}
+
+absl::Status TargetVerifier::Commit(model::Engine& engine, std::span<const int32_t> tokens) {
+  const int vocab = target_.config().vocab_size;
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    if (tokens[i] < 0 || tokens[i] >= vocab) {
+      return absl::InvalidArgumentError(absl::StrCat("token id ", tokens[i], " at index ", i,
+                                                     " is outside the vocabulary [0, ", vocab,
+                                                     ")"));
+    }
+  }
+  if (static_cast<int>(committed_.size() + tokens.size()) > cache_.capacity()) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "context full: ", committed_.size(), " + ", tokens.size(), " tokens exceed ",
+        cache_.capacity()));
+  }
+  committed_.insert(committed_.end(), tokens.begin(), tokens.end());
+  const int pending = static_cast<int>(committed_.size()) - 1 - cache_.length();
+  if (pending <= 0) return absl::OkStatus();
+  model::ForwardRequest req;
+  req.tokens = std::span<const int32_t>(committed_.data() + cache_.length(), pending);
+  req.logits = model::LogitsMode::kNone;
+  return engine.Forward(req, &cache_, &out_);
+}
+
+absl::StatusOr<VerifyResult> TargetVerifier::VerifyRound(model::Engine& engine,
+                                                         std::span<const int32_t> drafts,
+                                                         std::span<const int32_t> parents,
+                                                         const DraftProbs& q,
+                                                         model::ForwardResult* pass) {
+  if (committed_.empty()) return absl::FailedPreconditionError("no committed tokens yet");
+  const int n = static_cast<int>(drafts.size());
+  if (n > Room()) {
+    return absl::ResourceExhaustedError(absl::StrCat("context full: ", n, " drafts and the next ",
+                                                     "token do not fit in ", Room(), " positions"));
+  }
+  // The tree: node 0 is the last committed token, drafts follow (parents shifted by one).
+  DraftTree tree;
+  tree.tokens.push_back(committed_.back());
+  tree.parents.push_back(-1);
+  const bool chain = parents.empty();
+  if (!chain && parents.size() != drafts.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("the draft has ", n, " tokens but ",
+                                                   parents.size(), " parents"));
+  }
+  for (int i = 0; i < n; ++i) {
+    tree.tokens.push_back(drafts[i]);
+    tree.parents.push_back(chain ? i : parents[i] + 1);
+  }
+  const int vocab = target_.config().vocab_size;
+  RETURN_IF_ERROR(ValidateTree(tree, vocab, n + 1));
+
+  // Draft distributions come one per draft position; verification wants one per tree node (node
+  // i's children were drawn from row i), so the unused leaf row repeats the last.
+  DraftProbs q_nodes;
+  const DraftProbs* qp = &q;
+  if (q.kind == DraftProbKind::kFull && q.full.rows == n && n > 0) {
+    if (!chain || q.full.cols != vocab) {
+      return absl::InvalidArgumentError("full draft probabilities need a chain of vocabulary-wide rows");
+    }
+    q_full_.assign(q.full.data, q.full.data + static_cast<size_t>(n) * vocab);
+    q_full_.insert(q_full_.end(), q_full_.end() - vocab, q_full_.end());
+    q_nodes.kind = DraftProbKind::kFull;
+    q_nodes.full = Rows{q_full_.data(), n + 1, vocab};
+    qp = &q_nodes;
+  } else if (q.kind == DraftProbKind::kSparse && static_cast<int>(q.sparse.size()) == n && n > 0) {
+    q_nodes.kind = DraftProbKind::kSparse;
+    q_nodes.sparse = q.sparse;
+    q_nodes.sparse.push_back(q.sparse.back());
+    qp = &q_nodes;
+  } else if (q.kind != DraftProbKind::kIdsOnly) {
+    return absl::InvalidArgumentError(absl::StrCat("draft probabilities for ", n,
+                                                   " draft tokens have the wrong shape"));
+  }
+  model::ForwardResult& out = pass != nullptr ? *pass : out_;
+  const int base = cache_.length();
+  model::ForwardRequest req;
+  req.tokens = tree.tokens;
+  if (!chain) req.parents = tree.parents;
+  req.logits = model::LogitsMode::kAll;
+  req.return_hidden = pass != nullptr;
+  RETURN_IF_ERROR(engine.Forward(req, &cache_, &out));
+  ++forward_passes_;
+
+  absl::StatusOr<VerifyResult> verdict;
+  if (sampler_.greedy()) {
+    verdict = VerifyGreedy(tree, Rows{out.data.data(), out.rows, out.cols});
+  } else {
+    p_rows_.resize(static_cast<size_t>(out.rows) * out.cols);
+    for (int r = 0; r < out.rows; ++r) {
+      sampler_.Distribution(out.Row(r), &p_);
+      std::copy(p_.begin(), p_.end(), p_rows_.begin() + static_cast<size_t>(r) * out.cols);
+    }
+    verdict = VerifySampled(tree, Rows{p_rows_.data(), out.rows, out.cols}, *qp, sampler_.rng());
+  }
+  if (!verdict.ok()) {
+    (void)cache_.Truncate(base);  // leave the sequence as it was
+    return verdict.status();
+  }
+  // Keep the committed prefix, the root and the accepted path; the next token is fed next round.
+  if (chain) {
+    RETURN_IF_ERROR(cache_.Truncate(base + 1 + static_cast<int>(verdict->path.size())));
+  } else {
+    std::vector<int32_t> keep(base + 1);
+    for (int i = 0; i <= base; ++i) keep[i] = i;
+    for (int32_t node : verdict->path) keep.push_back(base + node);
+    RETURN_IF_ERROR(cache_.KeepSlots(keep));
+  }
+  for (int32_t token : verdict->Emitted(tree)) committed_.push_back(token);
+  return verdict;
+}
+
+}  // namespace tandem::spec

@@ -1,0 +1,63 @@
+// The target side of speculative decoding for one sequence: the committed tokens, the target's
+// KV cache over them, and one verification round at a time (one batched forward over the last
+// committed token and the draft, verification, rollback or compaction, commit). Local decoding
+// (SpecDecoder) and the cloud verifier's sessions share it.
+// Thread-safety: one caller at a time; the Engine passed in belongs to the calling thread.
+#ifndef TANDEM_COMMON_SPEC_TARGET_VERIFIER_H_
+#define TANDEM_COMMON_SPEC_TARGET_VERIFIER_H_
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/model/engine.h"
+#include "common/model/sampler.h"
+#include "common/spec/verify.h"
+
+namespace tandem::spec {
+
+class TargetVerifier {
+ public:
+  // A sequence of up to `capacity` positions. InvalidArgument for bad sampling options.
+  static absl::StatusOr<std::unique_ptr<TargetVerifier>> Create(
+      const model::Model& target, int capacity, const model::SamplerOptions& sampling);
+
+  // Appends committed tokens (a prompt, or a prefix replayed on resume) and runs all but the
+  // last through the target. InvalidArgument for ids outside the vocabulary; ResourceExhausted
+  // when the context would overflow.
+  absl::Status Commit(model::Engine& engine, std::span<const int32_t> tokens);
+
+  // Verifies `drafts` below the last committed token: a chain when `parents` is empty, else tree
+  // nodes with parents[i] in [-1, i) (-1: below the last committed token). Commits the accepted
+  // drafts and the next token. `q` gives the draft distributions for sampled chains (one row per
+  // draft position). With `hidden`, receives the target's final hidden states of the pass
+  // (one row per tree node, the root first).
+  absl::StatusOr<VerifyResult> VerifyRound(model::Engine& engine, std::span<const int32_t> drafts,
+                                           std::span<const int32_t> parents, const DraftProbs& q,
+                                           model::ForwardResult* pass = nullptr);
+
+  const std::vector<int32_t>& committed() const { return committed_; }
+  // Draft nodes that still fit this round, with the next token (negative when the context is
+  // full).
+  int Room() const { return cache_.capacity() - static_cast<int>(committed_.size()) - 1; }
+  uint64_t MemoryBytes() const { return cache_.MemoryBytes(); }
+  int64_t forward_passes() const { return forward_passes_; }
+
+ private:
+  TargetVerifier(const model::Model& target, model::KvCache cache,
+                 const model::SamplerOptions& sampling);
+
+  const model::Model& target_;
+  model::KvCache cache_;  // holds committed_[0, n - 1)
+  model::Sampler sampler_;
+  std::vector<int32_t> committed_;
+  int64_t forward_passes_ = 0;
+  model::ForwardResult out_;
+  std::vector<float> p_rows_, p_, q_full_;
+};
+
+}  // namespace tandem::spec
+
+#endif  // TANDEM_COMMON_SPEC_TARGET_VERIFIER_H_
