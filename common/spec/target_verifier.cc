@@ -1,6 +1,8 @@
 // One sequence's target-side verification state (see target_verifier.h).
 #include "common/spec/target_verifier.h"
 
+#include <cmath>
+
 #include "absl/strings/str_cat.h"
 #include "common/util/status_macros.h"
 
@@ -68,6 +70,22 @@ absl::StatusOr<VerifyResult> TargetVerifier::VerifyRound(model::Engine& engine,
   const int vocab = target_.config().vocab_size;
   RETURN_IF_ERROR(ValidateTree(tree, vocab, n + 1));
 
+  // Draft probabilities are checked whether or not this round samples: they come from outside.
+  for (float v : std::span<const float>(q.full.data, q.full.data == nullptr
+                                                          ? 0
+                                                          : static_cast<size_t>(q.full.rows) * q.full.cols)) {
+    if (!std::isfinite(v) || v < 0.0f) {
+      return absl::InvalidArgumentError(absl::StrCat("draft q holds ", v, ", not a probability"));
+    }
+  }
+  for (const auto& row : q.sparse) {
+    for (const auto& [token, prob] : row) {
+      if (token < 0 || token >= vocab || !std::isfinite(prob) || prob < 0.0f) {
+        return absl::InvalidArgumentError(absl::StrCat("draft q entry (", token, ", ", prob,
+                                                       ") is not a token probability"));
+      }
+    }
+  }
   // Draft distributions come one per draft position; verification wants one per tree node (node
   // i's children were drawn from row i), so the unused leaf row repeats the last.
   DraftProbs q_nodes;
