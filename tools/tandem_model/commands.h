@@ -9,7 +9,7 @@
 #include "absl/status/statusor.h"
 #include "common/model/model.h"
 #include "common/model/sampler.h"
-#include "tools/tandem_model/flags.h"
+#include "common/util/flags.h"
 
 namespace tandem::tools {
 

@@ -1,8 +1,8 @@
 // A small command-line flag parser for the tools: `--name value` and `--name=value`, typed
 // getters with clear errors, and a check that no unknown flag was given.
 // Thread-safety: single-threaded use in main().
-#ifndef TANDEM_TOOLS_TANDEM_MODEL_FLAGS_H_
-#define TANDEM_TOOLS_TANDEM_MODEL_FLAGS_H_
+#ifndef TANDEM_COMMON_UTIL_FLAGS_H_
+#define TANDEM_COMMON_UTIL_FLAGS_H_
 
 #include <cstdint>
 #include <map>
@@ -16,7 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 
-namespace tandem::tools {
+namespace tandem {
 
 class Flags {
  public:
@@ -99,6 +99,6 @@ class Flags {
   std::vector<std::string> positional_;
 };
 
-}  // namespace tandem::tools
+}  // namespace tandem
 
-#endif  // TANDEM_TOOLS_TANDEM_MODEL_FLAGS_H_
+#endif  // TANDEM_COMMON_UTIL_FLAGS_H_
