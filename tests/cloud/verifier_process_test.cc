@@ -87,9 +87,41 @@ TEST(VerifierProcessTest, ServesAndDrainsOnSigterm) {
   stream->WritesDone();
   EXPECT_TRUE(stream->Finish().ok());
 
+  // The edge CLI, a separate process, drafts with early exit and verifies here: golden text.
+  const std::string edge = std::string(TANDEM_BIN_DIR) + "/tandem-edge generate --verifier 127.0.0.1:" +
+                           std::to_string(port) + " --model " + testing::ModelPath("stories260K.bin") +
+                           " --draft early-exit:4 --prompt Zoo --max-tokens 57 --stats-json " + dir +
+                           "/edge.json 2>" + dir + "/edge.err";
+  FILE* p = popen(edge.c_str(), "r");
+  ASSERT_NE(p, nullptr);
+  std::string text;
+  char buf[4096];
+  size_t got;
+  while ((got = fread(buf, 1, sizeof(buf), p)) > 0) text.append(buf, got);
+  EXPECT_EQ(pclose(p), 0) << testing::ReadFileOrDie(dir + "/edge.err");
+  EXPECT_EQ(text,
+            "Zoo was a little girl named Lily. She loved to play outside in the park. One day, she "
+            "saw a big, red ball. She wanted to play with it, but she didn't want to play with\n");
+  const std::string stats = testing::ReadFileOrDie(dir + "/edge.json");
+  EXPECT_NE(stats.find("\"round_trips\""), std::string::npos);
+  EXPECT_NE(stats.find("\"generated_tokens\": 57"), std::string::npos);
+
   kill(pid, SIGTERM);
   EXPECT_EQ(WaitExit(pid, 10), 0) << testing::ReadFileOrDie(dir + "/stderr");
   EXPECT_NE(testing::ReadFileOrDie(dir + "/stderr").find("draining"), std::string::npos);
+}
+
+TEST(VerifierProcessTest, EdgeWithoutAVerifierFailsClearly) {
+  std::string dir = testing::TempDir();
+  const std::string edge = std::string(TANDEM_BIN_DIR) +
+                           "/tandem-edge generate --verifier 127.0.0.1:1 --timeout-s 2 --model " +
+                           testing::ModelPath("stories260K.bin") + " --max-tokens 5 >/dev/null 2>" +
+                           dir + "/err";
+  int status = system(edge.c_str());
+  EXPECT_EQ(WEXITSTATUS(status), 1);
+  const std::string err = testing::ReadFileOrDie(dir + "/err");
+  EXPECT_TRUE(err.find("UNAVAILABLE") != std::string::npos ||
+              err.find("DEADLINE_EXCEEDED") != std::string::npos) << err;
 }
 
 TEST(VerifierProcessTest, BadFlagsExitWithAMessage) {
