@@ -2,7 +2,8 @@
 # The end-to-end demo for this stage of Tandem: local generation with the default model
 # (stories260K from ../shared/models), from the llama2.c checkpoint and from a GGUF copy
 # quantized by our own converter, then local speculative decoding (the q8_0 copy drafts, the
-# f32 model verifies).
+# f32 model verifies), and the same across processes over gRPC: tandem-verifier serves the target,
+# tandem-edge drafts on the "device" and gets its drafts verified remotely.
 set -euo pipefail
 BUILD_DIR=${1:-build}
 BIN="$BUILD_DIR/bin/tandem-model"
@@ -34,6 +35,23 @@ echo "== speculative decoding: the q8_0 copy drafts 4 tokens, the f32 model veri
 "$BIN" generate --prompt "Once upon a time" --max-tokens 120 \
   --draft-model "$TMP/stories260K-q8_0.gguf" --spec-tokens 4 --stats-json "$TMP/spec.json"
 echo "(the same text as the first greedy run, the f32 model alone: greedy verification is exact)"
+echo
+echo "== edge-cloud: tandem-verifier serves the f32 model; tandem-edge drafts locally (q8_0 copy) =="
+VBIN="$BUILD_DIR/bin/tandem-verifier"
+EBIN="$BUILD_DIR/bin/tandem-edge"
+"$VBIN" --model "$MODELS/stories260K.bin" --listen 127.0.0.1:0 --port-file "$TMP/port" \
+  2>"$TMP/verifier.log" &
+VPID=$!
+trap 'kill $VPID 2>/dev/null; rm -rf "$TMP"' EXIT
+for _ in $(seq 100); do [ -s "$TMP/port" ] && break; sleep 0.1; done
+PORT=$(cat "$TMP/port")
+"$EBIN" generate --verifier "127.0.0.1:$PORT" --model "$MODELS/stories260K.bin" \
+  --draft-model "$TMP/stories260K-q8_0.gguf" --spec-tokens 4 --prompt "Once upon a time" \
+  --max-tokens 120 --stats-json "$TMP/edge.json"
+kill -TERM $VPID
+wait $VPID || true
+cat "$TMP/verifier.log"
+cat "$TMP/edge.json"
 echo
 echo "== stats (from --stats-json): target alone, then speculative =="
 cat "$TMP/stats.json"
