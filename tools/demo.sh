@@ -42,7 +42,7 @@ EBIN="$BUILD_DIR/bin/tandem-edge"
 "$VBIN" --model "$MODELS/stories260K.bin" --listen 127.0.0.1:0 --port-file "$TMP/port" \
   2>"$TMP/verifier.log" &
 VPID=$!
-trap 'kill $VPID 2>/dev/null; rm -rf "$TMP"' EXIT
+trap 'kill $VPID 2>/dev/null || true; rm -rf "$TMP"' EXIT
 for _ in $(seq 100); do [ -s "$TMP/port" ] && break; sleep 0.1; done
 PORT=$(cat "$TMP/port")
 "$EBIN" generate --verifier "127.0.0.1:$PORT" --model "$MODELS/stories260K.bin" \
