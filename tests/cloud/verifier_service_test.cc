@@ -11,6 +11,7 @@
 #include "common/spec/drafter.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/greedy_reference.h"
 #include "tests/test_util.h"
 
 namespace tandem::cloud {
@@ -62,22 +63,7 @@ class VerifierServiceTest : public ::testing::Test {
   }
 
   static std::vector<int32_t> TargetAlone(const std::vector<int32_t>& prompt, int n) {
-    model::Engine e(*target_, nullptr);
-    auto cache = model::KvCache::Create(target_->config(), 0, target_->config().n_layers, 512);
-    model::ForwardRequest r;
-    r.tokens = prompt;
-    r.logits = model::LogitsMode::kLast;
-    model::ForwardResult out;
-    EXPECT_TRUE(e.Forward(r, &*cache, &out).ok());
-    std::vector<int32_t> gen;
-    while (static_cast<int>(gen.size()) < n) {
-      int32_t next = model::Argmax(out.Row(0));
-      if (next == 1 || next == 2) break;
-      gen.push_back(next);
-      r.tokens = std::span<const int32_t>(&gen.back(), 1);
-      EXPECT_TRUE(e.Forward(r, &*cache, &out).ok());
-    }
-    return gen;
+    return tandem::testing::GreedyTargetAlone(*target_, prompt, n);
   }
 
   // A minimal edge: drafts locally with the q8_0 copy, verifies remotely, greedy.
