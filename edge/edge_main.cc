@@ -27,11 +27,7 @@ int Fail(const absl::Status& s) {
 }
 
 void PrintPiece(const std::string& piece) {
-  if (piece.empty()) return;
-  if (piece.size() == 1) {
-    unsigned char b = static_cast<unsigned char>(piece[0]);
-    if (!((b >= 0x20 && b < 0x7f) || (b >= '\t' && b <= '\r') || b >= 0x80)) return;
-  }
+  if (!model::IsPrintablePiece(piece)) return;
   std::fwrite(piece.data(), 1, piece.size(), stdout);
   std::fflush(stdout);
 }
@@ -91,26 +87,14 @@ int Generate(const std::vector<std::string>& args) {
     auto dm = model::Model::Load(d);
     if (!dm.ok()) return Fail(dm.status());
     draft_model = std::move(*dm);
+    if (absl::Status s = spec::CheckDraftVocabulary(*draft_model, **local); !s.ok()) return Fail(s);
     auto dr = spec::ModelDrafter::Create(*draft_model, nullptr, dopt);
     if (!dr.ok()) return Fail(dr.status());
     drafter = std::move(*dr);
   } else if (flags->Has("draft")) {
-    const std::string spec = flags->String("draft");
-    int value = 0;
-    size_t colon = spec.find(':');
-    if (colon == std::string::npos || !absl::SimpleAtoi(spec.substr(colon + 1), &value) || value < 1) {
-      return Fail(absl::InvalidArgumentError("--draft must be early-exit:K or ngram:N"));
-    }
-    if (spec.rfind("ngram:", 0) == 0) {
-      drafter = std::make_unique<spec::NgramDrafter>(value);
-    } else if (spec.rfind("early-exit:", 0) == 0 && value < (*local)->config().n_layers) {
-      dopt.layers = value;
-      auto dr = spec::ModelDrafter::Create(**local, nullptr, dopt);
-      if (!dr.ok()) return Fail(dr.status());
-      drafter = std::move(*dr);
-    } else {
-      return Fail(absl::InvalidArgumentError("--draft must be early-exit:K (K < layers) or ngram:N"));
-    }
+    auto dr = spec::CreateDrafterFromSpec(flags->String("draft"), **local, nullptr, dopt);
+    if (!dr.ok()) return Fail(dr.status());
+    drafter = std::move(*dr);
   } else {
     auto dr = spec::ModelDrafter::Create(**local, nullptr, dopt);
     if (!dr.ok()) return Fail(dr.status());

@@ -20,6 +20,12 @@
 namespace tandem::model::kernels_internal {
 namespace {
 
+// Requests the cache lines of bytes [begin, end) of `base` into the level `kHint` names.
+template <int kHint>
+inline void PrefetchLines(const char* base, int64_t begin, int64_t end) {
+  for (int64_t p = begin; p < end; p += 64) _mm_prefetch(base + p, static_cast<_mm_hint>(kHint));
+}
+
 template <int N, typename F>
 inline void TailTGroup(int n, int t0, F& f) {
   if constexpr (N > 0) {
@@ -139,15 +145,11 @@ __attribute__((noinline)) void RowsDenseR(const MatView& w, const float* x, int 
   // rows: the ones after it belong to another task, maybe on another thread.
   const int64_t task_end = r1 * row_bytes;
   const int64_t ahead_end = (r0 + ahead_groups * R) * row_bytes;
-  for (int64_t p = (r0 + R) * row_bytes; p < (ahead_end < task_end ? ahead_end : task_end);
-       p += 64) {
-    _mm_prefetch(bytes + p, _MM_HINT_T1);
-  }
+  PrefetchLines<_MM_HINT_T1>(bytes, (r0 + R) * row_bytes,
+                             ahead_end < task_end ? ahead_end : task_end);
   auto run = [&](auto rows_const, int64_t r) {
     constexpr int kRows = decltype(rows_const)::value;
-    for (int64_t p = r * row_bytes; p < (r + kRows) * row_bytes; p += 64) {
-      _mm_prefetch(bytes + p, _MM_HINT_T0);
-    }
+    PrefetchLines<_MM_HINT_T0>(bytes, r * row_bytes, (r + kRows) * row_bytes);
     const char* pf = nullptr;
     if (r + (ahead_groups + 1) * R <= r1) pf = bytes + (r + ahead_groups * R) * row_bytes;
     ForEachTGroup<kMaxDenseTB>(T, [&](auto tb, int t0) {
@@ -384,15 +386,11 @@ __attribute__((noinline)) void RowsQuantTB(const MatView& w, const QuantizedActs
   const int64_t ahead_end = (r0 + kPrefetchPairs * R) * row_bytes;
   // Not std::min: a std:: template instantiated in this file could be merged by the linker with
   // the baseline copy used elsewhere and carry AVX-512 code into it.
-  for (int64_t p = (r0 + R) * row_bytes; p < (ahead_end < task_end ? ahead_end : task_end);
-       p += 64) {
-    _mm_prefetch(bytes + p, _MM_HINT_T1);
-  }
+  PrefetchLines<_MM_HINT_T1>(bytes, (r0 + R) * row_bytes,
+                             ahead_end < task_end ? ahead_end : task_end);
   auto run = [&](auto rows_const, int64_t r) {
     constexpr int kRows = decltype(rows_const)::value;
-    for (int64_t p = r * row_bytes; p < (r + kRows) * row_bytes; p += 64) {
-      _mm_prefetch(bytes + p, _MM_HINT_T0);
-    }
+    PrefetchLines<_MM_HINT_T0>(bytes, r * row_bytes, (r + kRows) * row_bytes);
     const char* pf = nullptr;
     if (r + (kPrefetchPairs + 1) * R <= r1) pf = bytes + (r + kPrefetchPairs * R) * row_bytes;
     ForEachTGroup<kMaxTB>(T, [&](auto tb, int t0) {

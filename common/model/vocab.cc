@@ -438,4 +438,11 @@ VocabData Vocab::ToData() const {
   return data;
 }
 
+bool IsPrintablePiece(std::string_view piece) {
+  if (piece.empty()) return false;
+  if (piece.size() > 1) return true;
+  const unsigned char b = static_cast<unsigned char>(piece[0]);
+  return (b >= 0x20 && b < 0x7f) || (b >= '\t' && b <= '\r') || b >= 0x80;
+}
+
 }  // namespace tandem::model

@@ -119,6 +119,11 @@ class Vocab {
   std::vector<std::string> token_bytes_;  // TokenBytes(id) for every id, precomputed
 };
 
+// Whether a decoded piece should be printed, as llama2.c's safe_printf decides: a piece that is a
+// single control byte (not printable, not whitespace) is dropped. Unlike llama2.c, single bytes
+// >= 0x80 (byte-fallback parts of UTF-8) are kept, so split characters print whole.
+bool IsPrintablePiece(std::string_view piece);
+
 }  // namespace tandem::model
 
 #endif  // TANDEM_COMMON_MODEL_VOCAB_H_

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/util/status_macros.h"
 
@@ -233,5 +234,45 @@ absl::Status NgramDrafter::ProposeTree(std::span<const int32_t> context, const T
 }
 
 std::string NgramDrafter::Name() const { return absl::StrCat("ngram:", max_ngram_); }
+
+absl::Status CheckDraftVocabulary(const model::Model& draft, const model::Model& target) {
+  const model::Vocab& d = draft.vocab();
+  const model::Vocab& t = target.vocab();
+  if (d.size() != t.size() || d.bos_id() != t.bos_id() || d.eos_id() != t.eos_id()) {
+    return absl::InvalidArgumentError(absl::StrCat("the draft model's vocabulary (", d.size(),
+                                                   " tokens) is not the target's (", t.size(),
+                                                   " tokens)"));
+  }
+  for (int32_t i = 0; i < t.size(); ++i) {
+    if (d.TokenBytes(i) != t.TokenBytes(i)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("the draft model's token ", i, " differs from the target's"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<Drafter>> CreateDrafterFromSpec(const std::string& spec,
+                                                               const model::Model& model,
+                                                               model::ThreadPool* pool,
+                                                               ModelDrafterOptions options) {
+  const size_t colon = spec.find(':');
+  const std::string kind = spec.substr(0, colon);
+  int value = 0;
+  if ((kind != "early-exit" && kind != "ngram") || colon == std::string::npos ||
+      !absl::SimpleAtoi(spec.substr(colon + 1), &value) || value < 1 || value > 1024) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--draft must be early-exit:K or ngram:N with a positive integer, got '", spec, "'"));
+  }
+  if (kind == "ngram") return std::unique_ptr<Drafter>(std::make_unique<NgramDrafter>(value));
+  if (value >= model.config().n_layers) {
+    return absl::InvalidArgumentError(absl::StrCat("early-exit:", value,
+                                                   " must use fewer than the target's ",
+                                                   model.config().n_layers, " layers"));
+  }
+  options.layers = value;
+  ASSIGN_OR_RETURN(std::unique_ptr<ModelDrafter> d, ModelDrafter::Create(model, pool, options));
+  return std::unique_ptr<Drafter>(std::move(d));
+}
 
 }  // namespace tandem::spec

@@ -95,7 +95,8 @@ class ModelDrafter : public Drafter {
   absl::Status TreeLogits(const DraftTree& tree);
   ModelDrafter(const model::Model& model, model::ThreadPool* pool, model::KvCache cache,
                const ModelDrafterOptions& options);
-  // Brings the cache to context[0, n - 1) and returns the logits after context[n - 1].
+  // Brings the cache to all of `context`, reusing the longest cached common prefix, and leaves
+  // the logits after its last token in out_.
   absl::Status Sync(std::span<const int32_t> context);
 
   const model::Model& model_;
@@ -123,6 +124,17 @@ class NgramDrafter : public Drafter {
  private:
   int max_ngram_;
 };
+
+// OK when `draft` can draft for `target`: the same vocabulary, token for token. Otherwise
+// InvalidArgument saying where they differ.
+absl::Status CheckDraftVocabulary(const model::Model& draft, const model::Model& target);
+
+// Builds a drafter from its command-line spelling: "early-exit:K" (the first K layers of
+// `model`, K below its layer count) or "ngram:N". InvalidArgument names the accepted forms.
+absl::StatusOr<std::unique_ptr<Drafter>> CreateDrafterFromSpec(const std::string& spec,
+                                                               const model::Model& model,
+                                                               model::ThreadPool* pool,
+                                                               ModelDrafterOptions options);
 
 }  // namespace tandem::spec
 

@@ -14,12 +14,7 @@ namespace tandem::tools {
 // printable, not whitespace) is dropped; unlike it, bytes >= 0x80 from byte-fallback tokens are
 // kept, so UTF-8 split across tokens comes out whole.
 void PrintPiece(const std::string& piece) {
-  if (piece.empty()) return;
-  if (piece.size() == 1) {
-    unsigned char b = static_cast<unsigned char>(piece[0]);
-    bool printable = (b >= 0x20 && b < 0x7f) || b == ' ' || (b >= '\t' && b <= '\r') || b >= 0x80;
-    if (!printable) return;
-  }
+  if (!model::IsPrintablePiece(piece)) return;
   std::fwrite(piece.data(), 1, piece.size(), stdout);
   std::fflush(stdout);
 }

@@ -15,18 +15,6 @@
 namespace tandem::tools {
 namespace {
 
-// Parses "early-exit:K" / "ngram:N".
-absl::Status ParseDraftSpec(const std::string& spec, std::string* kind, int* value) {
-  size_t colon = spec.find(':');
-  *kind = spec.substr(0, colon);
-  if ((*kind != "early-exit" && *kind != "ngram") || colon == std::string::npos ||
-      !absl::SimpleAtoi(spec.substr(colon + 1), value) || *value < 1 || *value > 1024) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--draft must be early-exit:K or ngram:N with a positive integer, got '", spec, "'"));
-  }
-  return absl::OkStatus();
-}
-
 // Parses "static:K,D" / "dynamic:BUDGET".
 absl::StatusOr<spec::TreeShape> ParseTree(const std::string& text) {
   spec::TreeShape t;
@@ -84,39 +72,14 @@ int GenerateSpeculative(const Flags& flags, const model::Model& target,
     auto dm = model::Model::Load(o);
     if (!dm.ok()) return Fail(dm.status());
     draft_model = std::move(*dm);
-    if (draft_model->vocab().size() != target.vocab().size() ||
-        draft_model->vocab().bos_id() != target.vocab().bos_id() ||
-        draft_model->vocab().eos_id() != target.vocab().eos_id()) {
-      return Fail(absl::InvalidArgumentError(absl::StrCat(
-          "the draft model's vocabulary (", draft_model->vocab().size(),
-          " tokens) is not the target's (", target.vocab().size(), " tokens)")));
-    }
-    for (int32_t i = 0; i < target.vocab().size(); ++i) {
-      if (draft_model->vocab().TokenBytes(i) != target.vocab().TokenBytes(i)) {
-        return Fail(absl::InvalidArgumentError(
-            absl::StrCat("the draft model's token ", i, " differs from the target's")));
-      }
-    }
+    if (absl::Status s = spec::CheckDraftVocabulary(*draft_model, target); !s.ok()) return Fail(s);
     auto d = spec::ModelDrafter::Create(*draft_model, &pool, dopt);
     if (!d.ok()) return Fail(d.status());
     drafter = std::move(*d);
   } else {
-    std::string kind;
-    int value = 0;
-    if (absl::Status s = ParseDraftSpec(flags.String("draft"), &kind, &value); !s.ok()) return Fail(s);
-    if (kind == "ngram") {
-      drafter = std::make_unique<spec::NgramDrafter>(value);
-    } else {
-      dopt.layers = value;
-      if (value >= target.config().n_layers) {
-        return Fail(absl::InvalidArgumentError(absl::StrCat(
-            "early-exit:", value, " must use fewer than the target's ", target.config().n_layers,
-            " layers")));
-      }
-      auto d = spec::ModelDrafter::Create(target, &pool, dopt);
-      if (!d.ok()) return Fail(d.status());
-      drafter = std::move(*d);
-    }
+    auto d = spec::CreateDrafterFromSpec(flags.String("draft"), target, &pool, dopt);
+    if (!d.ok()) return Fail(d.status());
+    drafter = std::move(*d);
   }
 
   spec::SpecOptions options;

@@ -564,3 +564,20 @@ TEST(VocabGguf, MissingTokenizerIsNotFound) {
 
 }  // namespace
 }  // namespace tandem::model
+
+namespace tandem::model {
+namespace {
+
+TEST(PrintablePieceTest, DropsLoneControlBytesOnly) {
+  EXPECT_TRUE(IsPrintablePiece("a"));
+  EXPECT_TRUE(IsPrintablePiece("\n"));
+  EXPECT_TRUE(IsPrintablePiece(" the"));
+  EXPECT_TRUE(IsPrintablePiece("\xE2"));  // part of a UTF-8 character
+  EXPECT_FALSE(IsPrintablePiece(""));
+  EXPECT_FALSE(IsPrintablePiece(std::string(1, '\0')));
+  EXPECT_FALSE(IsPrintablePiece("\x07"));
+  EXPECT_FALSE(IsPrintablePiece("\x7f"));
+}
+
+}  // namespace
+}  // namespace tandem::model
