@@ -16,6 +16,20 @@ std::string ReadFileOrDie(const std::string& path);
 // A fresh directory under $TEST_TMPDIR or /tmp, removed by nobody (tests are short-lived).
 std::string TempDir();
 
+// A small PKI minted with the openssl CLI into `dir` (fresh keys every call):
+//   ca.pem / ca.key        test CA
+//   server.pem/server.key  verifier certificate for "localhost" and 127.0.0.1, signed by ca
+//   client.pem/client.key  client certificate (CN=edge-test), signed by ca
+//   rogue_ca.pem, rogue_client.pem/.key   a second CA and a client certificate it signed
+struct TestPki {
+  std::string dir, ca, server_cert, server_key, client_cert, client_key;
+  std::string rogue_ca, rogue_client_cert, rogue_client_key;
+};
+TestPki MintTestPki(const std::string& dir);
+
+// Runs `command` with /bin/sh; returns its exit status (-1 if it could not run).
+int RunShell(const std::string& command);
+
 }  // namespace tandem::testing
 
 #endif  // TANDEM_TESTS_TEST_UTIL_H_
