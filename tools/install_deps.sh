@@ -8,7 +8,7 @@ PACKAGES=(
   libabsl-dev libgtest-dev libgmock-dev libbenchmark-dev
   libicu-dev libspdlog-dev libfmt-dev
   libprotobuf-dev protobuf-compiler libgrpc++-dev protobuf-compiler-grpc
-  prometheus-cpp-dev libyaml-cpp-dev openssl libssl-dev curl
+  prometheus-cpp-dev libyaml-cpp-dev openssl libssl-dev curl libzstd-dev
 )
 
 missing=()
