@@ -1,0 +1,58 @@
+// Link estimates for the edge's scheduler, from the rounds it actually makes: each round sends
+// `up` bytes, receives `down` bytes, takes `wall` seconds from the first byte sent to the last
+// byte received, of which the verifier reports `remote` seconds of compute (queueing included).
+// The network part is modelled as
+//     wall - remote = rtt + up / uplink + down / downlink
+// and fitted by exponentially weighted least squares (forgetting factor `decay` per round, so the
+// estimates follow a link that changes within a few rounds). Rounds of nearly constant size carry
+// no information about bandwidth: a ridge term keeps the bandwidths at their previous values
+// (initially the priors) until the sizes vary, while the RTT is still learned. Small probes sent
+// when idle are ordinary rounds to this estimator. Two rounds in a row far off the model are
+// taken as a change of link, and the past is then mostly forgotten at once.
+// Thread-safety: not thread-safe; one per edge session loop.
+#ifndef TANDEM_COMMON_NET_LINK_ESTIMATOR_H_
+#define TANDEM_COMMON_NET_LINK_ESTIMATOR_H_
+
+#include <cstdint>
+
+namespace tandem::net {
+
+struct LinkEstimatorOptions {
+  double decay = 0.85;                 // weight kept by past rounds, per round
+  double prior_rtt_s = 0.020;
+  double prior_up_bps = 10e6;          // bit/s
+  double prior_down_bps = 50e6;
+  double ridge = 1e-3;                 // pull of the previous bandwidths (relative to the data)
+  double min_bps = 1e3, max_bps = 1e11;
+};
+
+class LinkEstimator {
+ public:
+  explicit LinkEstimator(const LinkEstimatorOptions& options = {});
+
+  // One request/response round. Rounds with non-finite or negative values are ignored.
+  void ObserveRound(int64_t up_bytes, int64_t down_bytes, double wall_s, double remote_s);
+
+  double rtt_s() const { return rtt_s_; }
+  double up_bps() const { return up_bps_; }
+  double down_bps() const { return down_bps_; }
+  int64_t rounds() const { return rounds_; }
+  // Predicted network seconds for a round of this many bytes each way.
+  double NetworkSeconds(int64_t up_bytes, int64_t down_bytes) const;
+
+ private:
+  void Solve();
+
+  LinkEstimatorOptions options_;
+  // Weighted sums over rounds of x x^T and x y, x = (1, up kB, down kB), y = network ms.
+  double sxx_[3][3] = {};
+  double sxy_[3] = {};
+  double typical_error_ = 0.1;  // EWMA of the relative prediction error
+  bool last_surprised_ = false;
+  double rtt_s_, up_bps_, down_bps_;
+  int64_t rounds_ = 0;
+};
+
+}  // namespace tandem::net
+
+#endif  // TANDEM_COMMON_NET_LINK_ESTIMATOR_H_
