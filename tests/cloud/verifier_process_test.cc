@@ -114,7 +114,8 @@ TEST(VerifierProcessTest, ServesAndDrainsOnSigterm) {
 TEST(VerifierProcessTest, EdgeWithoutAVerifierFailsClearly) {
   std::string dir = testing::TempDir();
   const std::string edge = std::string(TANDEM_BIN_DIR) +
-                           "/tandem-edge generate --verifier 127.0.0.1:1 --timeout-s 2 --model " +
+                           "/tandem-edge generate --mode spec --verifier 127.0.0.1:1 --retry-deadline-s 1 "
+                           "--timeout-s 2 --model " +
                            testing::ModelPath("stories260K.bin") + " --max-tokens 5 >/dev/null 2>" +
                            dir + "/err";
   int status = system(edge.c_str());
