@@ -1,9 +1,20 @@
-// tandem-verifier: serves speculative verification for edge sessions over gRPC.
+// tandem-verifier: serves speculative verification and cloud decoding for edge sessions over gRPC.
 //
-//   tandem-verifier --model M [--tokenizer T] [--listen 127.0.0.1:50051] [--threads N]
-//                   [--max-sessions N] [--max-draft-tokens N] [--max-tree-nodes N]
-//                   [--max-tokens-per-session N] [--max-message-bytes N] [--grace-s S]
-//                   [--port-file F]
+//   tandem-verifier [--config verifier.yaml] [--model M] [--tokenizer T] [--name NAME]
+//                   [--listen 127.0.0.1:50051] [--threads N] [--metrics-listen HOST:PORT]
+//                   [--tls-cert F --tls-key F [--tls-client-ca F]] [--auth-tokens-file F]
+//                   [--max-sessions N] [--max-sessions-per-tenant N] [--max-tokens-per-session N]
+//                   [--max-draft-tokens N] [--max-tree-nodes N] [--max-message-bytes N]
+//                   [--idle-ttl-s S] [--grace-s S] [--log-level L]
+//                   [--port-file F] [--metrics-port-file F]
+//
+// The YAML file is read first and flags override it (schema: cloud/verifier_config.h, example:
+// configs/verifier.yaml). Configuration errors exit 2 with a message; start-up failures (model,
+// address in use) exit 1.
+//
+// Ports: with port 0 in --listen or --metrics-listen the system picks free ports. Once serving,
+// --port-file gets the gRPC port on line 1 and the metrics port on line 2 (0 without metrics);
+// --metrics-port-file gets the metrics port alone. Both are also in the start-up log line.
 //
 // SIGTERM or SIGINT: health goes NOT_SERVING, new sessions are refused, running ones get
 // --grace-s seconds to finish, then the process exits 0.
@@ -14,16 +25,35 @@
 
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <spdlog/spdlog.h>
 
 #include "absl/strings/str_cat.h"
+#include "cloud/verifier_config.h"
 #include "cloud/verifier_service.h"
-#include "common/util/flags.h"
+#include "common/net/auth.h"
+#include "common/net/tls.h"
+#include "common/obs/logging.h"
+#include "common/obs/metrics.h"
 
 namespace {
 
-int Fail(const absl::Status& s) {
+int Fail(const absl::Status& s, int code) {
   std::fprintf(stderr, "tandem-verifier: error: %s\n", std::string(s.message()).c_str());
-  return absl::IsInvalidArgument(s) ? 2 : 1;
+  return code;
+}
+
+// Writes `text` to `path` through a temporary file, so readers never see half of it.
+absl::Status WriteFileAtomically(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << text;
+    if (!out.flush()) return absl::InternalError(absl::StrCat("cannot write ", tmp));
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) return absl::InternalError(absl::StrCat("cannot rename ", tmp, " to ", path, ": ", ec.message()));
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -31,38 +61,31 @@ int Fail(const absl::Status& s) {
 int main(int argc, char** argv) {
   using namespace tandem;
   std::vector<std::string> args(argv + 1, argv + argc);
-  auto flags = Flags::Parse(args, {"model", "tokenizer", "listen", "threads", "max-sessions",
-                                   "max-draft-tokens", "max-tree-nodes", "max-tokens-per-session",
-                                   "max-message-bytes", "grace-s", "port-file", "name"});
-  if (!flags.ok()) return Fail(flags.status());
-  if (!flags->Has("model")) return Fail(absl::InvalidArgumentError("--model FILE is required"));
-  cloud::VerifierLimits limits;
-  struct IntFlag {
-    const char* name;
-    int* out;
-    int64_t lo, hi;
-  };
-  int threads = 1;
-  for (IntFlag f : {IntFlag{"threads", &threads, 1, 256},
-                    IntFlag{"max-sessions", &limits.max_sessions, 1, 1 << 20},
-                    IntFlag{"max-draft-tokens", &limits.max_draft_tokens, 0, 1024},
-                    IntFlag{"max-tree-nodes", &limits.max_tree_nodes, 0, 4096},
-                    IntFlag{"max-tokens-per-session", &limits.max_tokens_per_session, 1, 1 << 24},
-                    IntFlag{"max-message-bytes", &limits.max_message_bytes, 1024, 1 << 30}}) {
-    absl::StatusOr<int64_t> v = flags->Int(f.name, *f.out, f.lo, f.hi);
-    if (!v.ok()) return Fail(v.status());
-    *f.out = static_cast<int>(*v);
+  absl::StatusOr<cloud::VerifierConfig> config = cloud::VerifierConfigFromArgs(args);
+  if (!config.ok()) return Fail(config.status(), 2);
+  const cloud::VerifierConfig& c = *config;
+  if (absl::Status s = obs::SetUpLogging("tandem-verifier", c.log_level); !s.ok()) return Fail(s, 2);
+
+  std::shared_ptr<const net::TokenAuthenticator> auth;
+  if (!c.auth_tokens_file.empty()) {
+    auto a = net::TokenAuthenticator::LoadFile(c.auth_tokens_file);
+    if (!a.ok()) return Fail(a.status(), 2);
+    if (a->size() == 0) {
+      return Fail(absl::InvalidArgumentError(absl::StrCat("the auth tokens file '", c.auth_tokens_file,
+                                                          "' holds no tokens")), 2);
+    }
+    auth = std::make_shared<const net::TokenAuthenticator>(std::move(*a));
   }
-  absl::StatusOr<double> grace = flags->Double("grace-s", 10.0);
-  if (!grace.ok() || *grace < 0) return Fail(absl::InvalidArgumentError("--grace-s must be >= 0"));
+  auto creds = net::MakeServerCredentials({c.tls_cert, c.tls_key, c.tls_client_ca});
+  if (!creds.ok()) return Fail(creds.status(), 2);
 
   model::ModelLoadOptions mo;
-  mo.path = flags->String("model");
-  mo.tokenizer_path = flags->String("tokenizer");
+  mo.path = c.model;
+  mo.tokenizer_path = c.tokenizer;
   auto model = model::Model::Load(mo);
-  if (!model.ok()) return Fail(model.status());
+  if (!model.ok()) return Fail(model.status(), 1);
   const std::string name =
-      flags->String("name", std::filesystem::path(mo.path).stem().string());
+      c.name.empty() ? std::filesystem::path(mo.path).stem().string() : c.name;
 
   // Signals are taken by sigwait on this thread; block them before any thread starts.
   sigset_t signals;
@@ -71,35 +94,57 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  cloud::EngineWorker worker(**model, threads);
-  cloud::VerifierService service(**model, name, &worker, limits);
+  cloud::EngineWorker worker(**model, c.threads);
+  cloud::VerifierService service(**model, name, &worker, c.limits, auth);
+  std::unique_ptr<obs::MetricsEndpoint> metrics;
+  if (!c.metrics_listen.empty()) {
+    auto m = obs::MetricsEndpoint::Start(c.metrics_listen);
+    if (!m.ok()) return Fail(m.status(), absl::IsInvalidArgument(m.status()) ? 2 : 1);
+    metrics = std::move(*m);
+    metrics->Register(service.metrics().registry());
+  }
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
   int port = 0;
-  const std::string listen = flags->String("listen", "127.0.0.1:50051");
-  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(c.listen, *creds, &port);
   builder.RegisterService(&service);
-  builder.SetMaxReceiveMessageSize(limits.max_message_bytes);
+  builder.SetMaxReceiveMessageSize(service.transport_max_message_bytes());
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) {
-    return Fail(absl::UnavailableError(absl::StrCat("cannot listen on ", listen)));
+    return Fail(absl::UnavailableError(absl::StrCat("cannot listen on ", c.listen)), 1);
   }
   server->GetHealthCheckService()->SetServingStatus(true);
-  std::fprintf(stderr, "tandem-verifier: serving %s on port %d (%d engine threads)\n",
-               name.c_str(), port, threads);
-  if (flags->Has("port-file")) {
-    std::ofstream(flags->String("port-file")) << port << "\n";
+  const int metrics_port = metrics ? metrics->port() : 0;
+  const char* tls = c.tls_cert.empty() ? "off" : c.tls_client_ca.empty() ? "on" : "mutual";
+  spdlog::info(
+      "serving {} on port {} ({} engine threads, tls {}, auth {}, metrics {}, max {} sessions, "
+      "{} per tenant, idle ttl {} s)",
+      name, port, c.threads, tls,
+      auth ? absl::StrCat(auth->tenants().size(), " tenants") : std::string("off"),
+      metrics ? absl::StrCat("on port ", metrics_port, " /metrics") : std::string("off"),
+      c.limits.max_sessions, c.limits.max_sessions_per_tenant, c.limits.idle_ttl_s);
+  if (!c.port_file.empty()) {
+    if (absl::Status s = WriteFileAtomically(c.port_file, absl::StrCat(port, "\n", metrics_port, "\n"));
+        !s.ok()) {
+      spdlog::error("{}", std::string(s.message()));
+    }
+  }
+  if (!c.metrics_port_file.empty()) {
+    if (absl::Status s = WriteFileAtomically(c.metrics_port_file, absl::StrCat(metrics_port, "\n"));
+        !s.ok()) {
+      spdlog::error("{}", std::string(s.message()));
+    }
   }
 
   int sig = 0;
   sigwait(&signals, &sig);
-  std::fprintf(stderr, "tandem-verifier: signal %d: draining (%.1f s grace, %d active sessions)\n",
-               sig, *grace, service.active_sessions());
+  spdlog::info("signal {}: draining ({:.1f} s grace, {} active sessions)", sig, c.grace_s,
+               service.active_sessions());
   server->GetHealthCheckService()->SetServingStatus(false);
+  service.StartDrain();
   server->Shutdown(std::chrono::system_clock::now() +
-                   std::chrono::milliseconds(static_cast<int64_t>(*grace * 1000)));
+                   std::chrono::milliseconds(static_cast<int64_t>(c.grace_s * 1000)));
   server->Wait();
-  std::fprintf(stderr, "tandem-verifier: stopped after %lld verification passes\n",
-               static_cast<long long>(service.verify_passes()));
+  spdlog::info("stopped after {} verification passes", service.verify_passes());
   return 0;
 }

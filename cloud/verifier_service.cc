@@ -1,9 +1,15 @@
 // Verifier sessions over gRPC (see verifier_service.h).
 #include "cloud/verifier_service.h"
 
+#include <algorithm>
 #include <chrono>
+#include <climits>
 #include <cmath>
+#include <optional>
 
+#include <spdlog/spdlog.h>
+
+#include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "common/net/status.h"
 #include "common/spec/target_verifier.h"
@@ -47,41 +53,228 @@ void EngineWorker::Loop() {
 
 namespace {
 
-grpc::Status Error(grpc::StatusCode code, const std::string& message) {
-  return grpc::Status(code, message);
+using C = grpc::StatusCode;
+
+std::string CodeName(C code) {
+  return absl::StatusCodeToString(static_cast<absl::StatusCode>(code));
 }
 
-// One generation session: a state machine over the stream's messages.
+const char* ModeName(v1::Mode mode) {
+  switch (mode) {
+    case v1::MODE_SPEC: return "spec";
+    case v1::MODE_CLOUD: return "cloud";
+    case v1::MODE_SPLIT: return "split";
+    default: return "-";
+  }
+}
+
+MsgKind UpKind(const v1::EdgeMessage& m) {
+  switch (m.kind_case()) {
+    case v1::EdgeMessage::kPrompt: return MsgKind::kPrompt;
+    case v1::EdgeMessage::kDraft: return MsgKind::kDraft;
+    default: return MsgKind::kControl;
+  }
+}
+
+MsgKind DownKind(const v1::VerifierMessage& m) {
+  switch (m.kind_case()) {
+    case v1::VerifierMessage::kVerdict: return MsgKind::kVerdict;
+    case v1::VerifierMessage::kTokens: return MsgKind::kTokens;
+    default: return MsgKind::kControl;
+  }
+}
+
+}  // namespace
+
+// One generation session: a state machine over the stream's messages. Every member below mu_ is
+// guarded by it, except the engine-side state (verifier_ and the buffers a task reads), which only
+// the one task in flight touches while task_in_flight_ is set, and the reactor otherwise.
 class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::VerifierMessage> {
  public:
-  explicit SessionReactor(VerifierService* service) : service_(service) { StartRead(&in_); }
+  SessionReactor(VerifierService* service, grpc::CallbackServerContext* context)
+      : service_(service), context_(context), started_(MonotonicSeconds()) {
+    absl::StatusOr<std::string> tenant = service_->Authenticate(*context);
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!tenant.ok()) {
+      authenticated_ = false;
+      finished_ = true;
+      Finish(net::ToGrpcStatus(tenant.status()));
+      return;
+    }
+    tenant_ = *tenant;
+    last_activity_ = started_;
+    ReadLocked();
+    service_->Register(this);
+  }
+
+  // The sweeper: ends the session when it made no progress for the idle TTL. Called with the
+  // service's registry lock held, so the reactor cannot be deleted meanwhile.
+  void CheckIdle(double now) {
+    std::lock_guard<std::mutex> lock(mu_);
+    const double ttl = service_->limits().idle_ttl_s;
+    if (finished_ || task_in_flight_ || now - last_activity_ < ttl) return;
+    FinishLocked(grpc::Status(C::DEADLINE_EXCEEDED,
+                              absl::StrCat("session ", SessionName(), " idle for ", ttl,
+                                           " s: ended by the verifier")),
+                 Outcome::kIdleTimeout);
+  }
 
   void OnReadDone(bool ok) override {
-    if (!ok) {  // the edge closed its side
-      Finish(grpc::Status::OK);
+    std::lock_guard<std::mutex> lock(mu_);
+    read_pending_ = false;
+    last_activity_ = MonotonicSeconds();
+    if (finished_) return;
+    if (!ok) {
+      // The edge closed its side (or the call broke; OnCancel says so). In cloud mode the edge
+      // may half-close right after the prompt and keep reading the stream.
+      if (mode_ == v1::MODE_CLOUD && state_ == State::kRounds) return;
+      FinishLocked(grpc::Status::OK, Outcome::kOk);
+      return;
+    }
+    const size_t bytes = in_.ByteSizeLong();
+    bytes_up_ += bytes;
+    service_->metrics().CountBytes(Direction::kUp, UpKind(in_), bytes);
+    if (bytes > static_cast<size_t>(service_->limits().max_message_bytes)) {
+      FinishLocked(Reject("message_too_large", C::RESOURCE_EXHAUSTED,
+                          absl::StrCat("message of ", bytes, " bytes is over the limit of ",
+                                       service_->limits().max_message_bytes, " bytes")),
+                   Outcome::kError);
       return;
     }
     grpc::Status s = Handle();
-    if (!s.ok()) Finish(s);
+    if (!s.ok()) FinishLocked(s, Outcome::kError);
   }
 
   void OnWriteDone(bool ok) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    write_pending_ = false;
+    last_activity_ = MonotonicSeconds();
+    if (finished_) return;
     if (!ok) {
-      Finish(Error(grpc::StatusCode::CANCELLED, "the edge went away"));
+      FinishLocked(grpc::Status(C::CANCELLED, "the edge went away"), Outcome::kCancelled);
       return;
     }
-    StartRead(&in_);
+    if (mode_ == v1::MODE_CLOUD && state_ == State::kRounds) {
+      if (sent_done_) {
+        FinishLocked(grpc::Status::OK, Outcome::kOk);
+      } else {
+        FlushTokensLocked();
+      }
+      return;
+    }
+    ReadLocked();
+  }
+
+  void OnCancel() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    const bool deadline = context_->deadline() <= std::chrono::system_clock::now();
+    cancel_outcome_ = deadline ? Outcome::kDeadline : Outcome::kCancelled;
+    FinishLocked(grpc::Status(deadline ? C::DEADLINE_EXCEEDED : C::CANCELLED,
+                              deadline ? "the client's deadline passed" : "cancelled by the client"),
+                 *cancel_outcome_);
   }
 
   void OnDone() override {
-    if (counted_) service_->RemoveSession();
+    if (authenticated_) service_->Unregister(this);
+    {
+      // Whoever called Finish last has released the lock before OnDone can run; taking it once
+      // more orders their writes before the deletion.
+      std::lock_guard<std::mutex> lock(mu_);
+    }
+    if (authenticated_) {
+      Outcome outcome = outcome_;
+      if (cancel_outcome_ && outcome == Outcome::kOk) outcome = *cancel_outcome_;
+      if (admitted_) service_->ReleaseSession(tenant_, outcome);
+      spdlog::info(
+          "session {} end: tenant={} mode={} outcome={} status={}{}{} rounds={} draft_tokens={} "
+          "accepted={} generated={} bytes_up={} bytes_down={} duration_s={:.3f}",
+          SessionName(), tenant_, ModeName(mode_), admitted_ ? OutcomeName(outcome) : "refused",
+          CodeName(status_.error_code()), status_.ok() ? "" : " message=", status_.error_message(),
+          rounds_, draft_tokens_, accepted_, generated_, bytes_up_, bytes_down_,
+          MonotonicSeconds() - started_);
+    }
     delete this;  // frees the session's KV cache
   }
 
  private:
   enum class State { kExpectOpen, kExpectPrompt, kRounds };
 
+  std::string SessionName() const { return session_id_.empty() ? "-" : session_id_; }
+
+  grpc::Status Reject(const char* reason, C code, const std::string& message) {
+    service_->metrics().CountRejection(reason);
+    return grpc::Status(code, message);
+  }
+
+  // --- stream operations; all with mu_ held --------------------------------------------------
+
+  void ReadLocked() {
+    read_pending_ = true;
+    StartRead(&in_);
+  }
+
+  void WriteLocked() {
+    const size_t bytes = out_.ByteSizeLong();
+    bytes_down_ += bytes;
+    service_->metrics().CountBytes(Direction::kDown, DownKind(out_), bytes);
+    write_pending_ = true;
+    StartWrite(&out_);
+  }
+
+  // Ends the stream once. While an engine task is in flight the Finish waits for it (the task
+  // refers to this reactor, which OnDone would delete).
+  void FinishLocked(const grpc::Status& status, Outcome outcome) {
+    if (finished_) return;
+    if (task_in_flight_) {
+      if (!deferred_) deferred_.emplace(status, outcome);
+      return;
+    }
+    finished_ = true;
+    status_ = status;
+    outcome_ = status.ok() ? Outcome::kOk : outcome;
+    Finish(status);
+  }
+
+  // Runs `work` on the engine worker; then, back under mu_, `then` (if the work succeeded and the
+  // stream is still wanted) or Finish with the work's error or the deferred status.
+  void PostLocked(std::function<grpc::Status(model::Engine&)> work, std::function<void()> then) {
+    task_in_flight_ = true;
+    const double queued = MonotonicSeconds();
+    service_->worker()->Post([this, queued, work = std::move(work),
+                              then = std::move(then)](model::Engine& engine) {
+      const double start = MonotonicSeconds();
+      service_->metrics().ObserveQueueWait(start - queued);
+      task_queued_at_ = queued;
+      task_started_at_ = start;
+      grpc::Status s = work(engine);
+      std::lock_guard<std::mutex> lock(mu_);
+      task_in_flight_ = false;
+      last_activity_ = MonotonicSeconds();
+      if (deferred_) {
+        auto [status, outcome] = *deferred_;
+        FinishLocked(status, outcome);
+        return;
+      }
+      if (finished_) return;  // cannot happen: Finish waits for the task
+      if (!s.ok()) {
+        FinishLocked(s, Outcome::kError);
+        return;
+      }
+      then();
+    });
+  }
+
+  // --- messages ---------------------------------------------------------------------------------
+
   grpc::Status Handle() {
+    if (mode_ == v1::MODE_CLOUD && state_ == State::kRounds) {
+      if (in_.kind_case() == v1::EdgeMessage::kClose) {
+        FinishLocked(grpc::Status::OK, Outcome::kOk);
+        return grpc::Status::OK;
+      }
+      return Reject("bad_message", C::FAILED_PRECONDITION,
+                    "cloud mode: after the prompt the edge may only send Close");
+    }
     switch (in_.kind_case()) {
       case v1::EdgeMessage::kOpen:
         return HandleOpen();
@@ -90,108 +283,162 @@ class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::Verif
       case v1::EdgeMessage::kDraft:
         return HandleDraft();
       case v1::EdgeMessage::kClose:
-        Finish(grpc::Status::OK);
+        FinishLocked(grpc::Status::OK, Outcome::kOk);
         return grpc::Status::OK;
       default:
-        return Error(grpc::StatusCode::INVALID_ARGUMENT, "empty message");
+        return Reject("bad_message", C::INVALID_ARGUMENT, "empty message");
     }
   }
 
   grpc::Status HandleOpen() {
     if (state_ != State::kExpectOpen) {
-      return Error(grpc::StatusCode::FAILED_PRECONDITION, "open: the session is already open");
+      return Reject("out_of_order", C::FAILED_PRECONDITION, "open: the session is already open");
     }
     const v1::OpenSession& open = in_.open();
     if (!open.model().empty() && open.model() != service_->model_name()) {
-      return Error(grpc::StatusCode::NOT_FOUND,
-                   absl::StrCat("unknown model '", open.model(), "' (served: '",
-                                service_->model_name(), "')"));
+      return Reject("unknown_model", C::NOT_FOUND,
+                    absl::StrCat("unknown model '", open.model(), "' (served: '",
+                                 service_->model_name(), "')"));
     }
-    if (open.mode() != v1::MODE_SPEC) {
-      return Error(grpc::StatusCode::UNIMPLEMENTED,
-                   absl::StrCat("mode ", v1::Mode_Name(open.mode()), " is not served (spec only)"));
+    if (open.mode() != v1::MODE_SPEC && open.mode() != v1::MODE_CLOUD) {
+      return Reject("unsupported_mode", C::UNIMPLEMENTED,
+                    absl::StrCat("mode ", v1::Mode_Name(open.mode()),
+                                 " is not served (MODE_SPEC and MODE_CLOUD are)"));
     }
     model::SamplerOptions sampling;
     sampling.temperature = open.sampling().temperature();
     sampling.top_k = open.sampling().top_k();
     sampling.top_p = open.sampling().top_p() == 0.0f ? 1.0f : open.sampling().top_p();
     sampling.seed = open.sampling().seed();
-    if (absl::Status s = model::ValidateSamplerOptions(sampling); !s.ok()) return net::ToGrpcStatus(s);
-    if (!service_->TryAddSession()) {
-      return Error(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                   absl::StrCat("session limit reached (", service_->limits().max_sessions, ")"));
+    if (absl::Status s = model::ValidateSamplerOptions(sampling); !s.ok()) {
+      return Reject("bad_sampling", C::INVALID_ARGUMENT, std::string(s.message()));
     }
-    counted_ = true;
+    if (grpc::Status s = service_->AdmitSession(tenant_); !s.ok()) return s;
+    admitted_ = true;
+    mode_ = open.mode();
+    max_new_tokens_ = open.max_new_tokens();
     const int capacity = std::min(service_->model().config().max_seq_len,
                                   service_->limits().max_tokens_per_session);
     auto verifier = spec::TargetVerifier::Create(service_->model(), capacity, sampling);
     if (!verifier.ok()) return net::ToGrpcStatus(verifier.status());
     verifier_ = std::move(*verifier);
     state_ = State::kExpectPrompt;
+    session_id_ = absl::StrCat("s", service_->NextSessionId());
     v1::SessionOpened* opened = out_.mutable_opened();
-    opened->set_session_id(absl::StrCat("s", service_->NextSessionId()));
+    opened->set_session_id(session_id_);
     service_->FillModelInfo(opened->mutable_model());
     service_->FillLimits(opened->mutable_limits());
-    StartWrite(&out_);
+    WriteLocked();
     return grpc::Status::OK;
   }
 
   grpc::Status HandlePrompt() {
     if (state_ != State::kExpectPrompt) {
-      return Error(grpc::StatusCode::FAILED_PRECONDITION,
-                   state_ == State::kExpectOpen ? "prompt before open" : "prompt sent twice");
+      return Reject("out_of_order", C::FAILED_PRECONDITION,
+                    state_ == State::kExpectOpen ? "prompt before open" : "prompt sent twice");
     }
-    if (in_.prompt().token_ids_size() == 0) {
-      return Error(grpc::StatusCode::INVALID_ARGUMENT, "empty prompt (it needs at least BOS)");
+    const v1::Prompt& p = in_.prompt();
+    if (p.token_ids_size() == 0) {
+      return Reject("empty_prompt", C::INVALID_ARGUMENT, "empty prompt (it needs at least BOS)");
     }
-    prompt_.assign(in_.prompt().token_ids().begin(), in_.prompt().token_ids().end());
-    service_->worker()->Post([this](model::Engine& engine) {
-      absl::Status s = verifier_->Commit(engine, prompt_);
-      if (!s.ok()) {
-        Finish(net::ToGrpcStatus(s));
-        return;
+    const int vocab = service_->model().config().vocab_size;
+    for (int i = 0; i < p.token_ids_size(); ++i) {
+      if (p.token_ids(i) < 0 || p.token_ids(i) >= vocab) {
+        return Reject("bad_token", C::INVALID_ARGUMENT,
+                      absl::StrCat("prompt token id ", p.token_ids(i), " at index ", i,
+                                   " is outside the vocabulary [0, ", vocab, ")"));
       }
-      state_ = State::kRounds;
-      StartRead(&in_);
-    });
+    }
+    if (p.token_ids_size() >= verifier_->Room() + 1 + static_cast<int>(verifier_->committed().size())) {
+      return Reject("context_full", C::RESOURCE_EXHAUSTED,
+                    absl::StrCat("prompt of ", p.token_ids_size(),
+                                 " tokens leaves no room in a session of ",
+                                 verifier_->Room() + 1, " positions"));
+    }
+    prompt_.assign(p.token_ids().begin(), p.token_ids().end());
+    prompt_at_ = MonotonicSeconds();
+    PostLocked(
+        [this](model::Engine& engine) {
+          return net::ToGrpcStatus(verifier_->Commit(engine, prompt_));
+        },
+        [this] {
+          state_ = State::kRounds;
+          ReadLocked();  // cloud mode: for a Close while tokens stream
+          if (mode_ == v1::MODE_CLOUD) {
+            last_token_at_ = 0;
+            PostStepLocked();
+          }
+        });
     return grpc::Status::OK;
   }
 
   grpc::Status HandleDraft() {
     if (state_ != State::kRounds) {
-      return Error(grpc::StatusCode::FAILED_PRECONDITION, "draft before open and prompt");
+      return Reject("out_of_order", C::FAILED_PRECONDITION, "draft before open and prompt");
     }
     const v1::DraftRound& d = in_.draft();
     if (d.round() != last_round_ + 1) {
-      return Error(grpc::StatusCode::INVALID_ARGUMENT,
-                   absl::StrCat("round ", d.round(), " out of order (expected ", last_round_ + 1, ")"));
+      return Reject("out_of_order", C::INVALID_ARGUMENT,
+                    absl::StrCat("round ", d.round(), " out of order (expected ", last_round_ + 1, ")"));
     }
     if (d.committed_length() != verifier_->committed().size()) {
-      return Error(grpc::StatusCode::FAILED_PRECONDITION,
-                   absl::StrCat("the edge holds ", d.committed_length(),
-                                " committed tokens but the session has ",
-                                verifier_->committed().size()));
+      return Reject("committed_mismatch", C::FAILED_PRECONDITION,
+                    absl::StrCat("the edge holds ", d.committed_length(),
+                                 " committed tokens but the session has ",
+                                 verifier_->committed().size()));
     }
     if (d.has_hidden()) {
-      return Error(grpc::StatusCode::UNIMPLEMENTED, "hidden-state payloads (split mode) are not served");
+      return Reject("unsupported_mode", C::UNIMPLEMENTED,
+                    "hidden-state payloads (split mode) are not served");
     }
     const int n = d.token_ids_size();
     const bool tree = d.parents_size() > 0;
     const int limit = tree ? service_->limits().max_tree_nodes : service_->limits().max_draft_tokens;
     if (n > limit) {
-      return Error(grpc::StatusCode::INVALID_ARGUMENT,
-                   absl::StrCat(tree ? "tree of " : "draft of ", n, " tokens is over the limit ",
-                                limit));
+      return Reject(tree ? "tree_too_large" : "draft_too_long", C::INVALID_ARGUMENT,
+                    absl::StrCat(tree ? "tree of " : "draft of ", n, " tokens is over the limit ",
+                                 limit));
+    }
+    const int vocab = service_->model().config().vocab_size;
+    for (int i = 0; i < n; ++i) {
+      if (d.token_ids(i) < 0 || d.token_ids(i) >= vocab) {
+        return Reject("bad_token", C::INVALID_ARGUMENT,
+                      absl::StrCat("draft token id ", d.token_ids(i), " at index ", i,
+                                   " is outside the vocabulary [0, ", vocab, ")"));
+      }
+    }
+    if (tree) {
+      if (d.parents_size() != n) {
+        return Reject("bad_tree", C::INVALID_ARGUMENT,
+                      absl::StrCat("the tree has ", n, " tokens but ", d.parents_size(), " parents"));
+      }
+      for (int i = 0; i < n; ++i) {
+        if (d.parents(i) < -1 || d.parents(i) >= i) {
+          return Reject("bad_tree", C::INVALID_ARGUMENT,
+                        absl::StrCat("tree node ", i, " has parent ", d.parents(i),
+                                     "; parents must be in [-1, ", i, ")"));
+        }
+      }
+    }
+    if (n > verifier_->Room()) {
+      return Reject("context_full", C::RESOURCE_EXHAUSTED,
+                    absl::StrCat("context full: ", n, " drafts and the next token do not fit in ",
+                                 std::max(0, verifier_->Room()), " positions"));
     }
     drafts_.assign(d.token_ids().begin(), d.token_ids().end());
     parents_.assign(d.parents().begin(), d.parents().end());
     probs_ = spec::DraftProbs{};
-    const int vocab = service_->model().config().vocab_size;
     if (d.probs().full_size() > 0) {
       if (d.probs().full_size() != static_cast<int64_t>(n) * vocab) {
-        return Error(grpc::StatusCode::INVALID_ARGUMENT,
-                     absl::StrCat("draft probabilities hold ", d.probs().full_size(),
-                                  " values, expected ", n, " x ", vocab));
+        return Reject("bad_probs", C::INVALID_ARGUMENT,
+                      absl::StrCat("draft probabilities hold ", d.probs().full_size(),
+                                   " values, expected ", n, " x ", vocab));
+      }
+      for (float v : d.probs().full()) {
+        if (!std::isfinite(v) || v < 0.0f) {
+          return Reject("bad_probs", C::INVALID_ARGUMENT,
+                        absl::StrCat("draft q holds ", v, ", not a probability"));
+        }
       }
       full_.assign(d.probs().full().begin(), d.probs().full().end());
       probs_.kind = spec::DraftProbKind::kFull;
@@ -200,64 +447,280 @@ class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::Verif
       probs_.kind = spec::DraftProbKind::kSparse;
       for (const v1::SparseRow& row : d.probs().sparse()) {
         if (row.token_ids_size() != row.probs_size()) {
-          return Error(grpc::StatusCode::INVALID_ARGUMENT, "sparse row ids and probs differ in length");
+          return Reject("bad_probs", C::INVALID_ARGUMENT,
+                        "sparse row ids and probs differ in length");
         }
         std::vector<std::pair<int32_t, float>> entries;
-        for (int i = 0; i < row.token_ids_size(); ++i) entries.push_back({row.token_ids(i), row.probs(i)});
+        for (int i = 0; i < row.token_ids_size(); ++i) {
+          const int32_t t = row.token_ids(i);
+          const float q = row.probs(i);
+          if (t < 0 || t >= vocab || !std::isfinite(q) || q < 0.0f) {
+            return Reject("bad_probs", C::INVALID_ARGUMENT,
+                          absl::StrCat("draft q entry (", t, ", ", q, ") is not a token probability"));
+          }
+          entries.push_back({t, q});
+        }
         probs_.sparse.push_back(std::move(entries));
       }
     }
     last_round_ = d.round();
     const double received = MonotonicSeconds();
-    service_->worker()->Post([this, received, tree](model::Engine& engine) {
-      const double start = MonotonicSeconds();
-      absl::StatusOr<spec::VerifyResult> r =
-          verifier_->VerifyRound(engine, drafts_, parents_, probs_);
-      if (!r.ok()) {
-        Finish(net::ToGrpcStatus(r.status()));
-        return;
-      }
-      service_->CountRound(static_cast<int>(drafts_.size()), static_cast<int>(r->path.size()));
-      v1::Verdict* v = out_.mutable_verdict();
-      v->Clear();
-      v->set_round(last_round_);
-      v->set_accepted(static_cast<uint32_t>(r->path.size()));
-      if (tree) {
-        for (int32_t node : r->path) v->add_accepted_nodes(node - 1);
-      }
-      v->set_next_token(r->next_token);
-      const double now = MonotonicSeconds();
-      v->set_compute_micros(static_cast<uint64_t>((now - received) * 1e6));
-      v->set_queue_micros(static_cast<uint64_t>((start - received) * 1e6));
-      StartWrite(&out_);
-    });
+    PostLocked(
+        [this, tree](model::Engine& engine) {
+          const double start = MonotonicSeconds();
+          absl::StatusOr<spec::VerifyResult> r =
+              verifier_->VerifyRound(engine, drafts_, parents_, probs_);
+          if (!r.ok()) {
+            const char* reason = absl::IsResourceExhausted(r.status()) ? "context_full"
+                                 : absl::IsInvalidArgument(r.status()) ? "bad_probs"
+                                                                       : "other";
+            service_->metrics().CountRejection(reason);
+            return net::ToGrpcStatus(r.status());
+          }
+          const int accepted = static_cast<int>(r->path.size());
+          service_->CountRound(static_cast<int>(drafts_.size()), accepted);
+          service_->metrics().CountVerify(static_cast<int>(drafts_.size()), accepted,
+                                          MonotonicSeconds() - start,
+                                          static_cast<int>(drafts_.size()) + 1);
+          service_->metrics().CountGenerated(false, accepted + 1);
+          rounds_++;
+          draft_tokens_ += static_cast<int64_t>(drafts_.size());
+          accepted_ += accepted;
+          generated_ += accepted + 1;
+          v1::Verdict* v = out_.mutable_verdict();
+          v->Clear();
+          v->set_round(last_round_);
+          v->set_accepted(static_cast<uint32_t>(accepted));
+          if (tree) {
+            for (int32_t node : r->path) v->add_accepted_nodes(node - 1);
+          }
+          v->set_next_token(r->next_token);
+          return grpc::Status::OK;
+        },
+        [this, received] {
+          v1::Verdict* v = out_.mutable_verdict();
+          const double now = MonotonicSeconds();
+          v->set_compute_micros(static_cast<uint64_t>((now - received) * 1e6));
+          v->set_queue_micros(static_cast<uint64_t>((task_started_at_ - received) * 1e6));
+          WriteLocked();
+        });
     return grpc::Status::OK;
   }
 
-  VerifierService* service_;
+  // --- cloud mode ----------------------------------------------------------------------------
+
+  // One decoding step per engine task: the target over the last committed token, then the next
+  // token from the session's sampler (TargetVerifier with an empty draft). Stops before BOS/EOS,
+  // after max_new_tokens, or when the context is full.
+  void PostStepLocked() {
+    PostLocked(
+        [this](model::Engine& engine) {
+          step_token_ = -1;
+          step_done_ = false;
+          const double start = MonotonicSeconds();
+          if (verifier_->Room() < 0) {
+            step_done_ = true;
+            return grpc::Status::OK;
+          }
+          absl::StatusOr<spec::VerifyResult> r = verifier_->VerifyRound(engine, {}, {}, {});
+          if (!r.ok()) return net::ToGrpcStatus(r.status());
+          const double end = MonotonicSeconds();
+          step_micros_ = static_cast<uint64_t>((end - task_queued_at_) * 1e6);
+          service_->metrics().CountVerify(0, 0, end - start, 1);
+          const int32_t t = r->next_token;
+          const model::Vocab& vocab = service_->model().vocab();
+          if (t == vocab.bos_id() || t == vocab.eos_id()) {
+            step_done_ = true;
+            return grpc::Status::OK;
+          }
+          step_token_ = t;
+          generated_++;
+          service_->metrics().CountGenerated(true, 1);
+          step_done_ = (max_new_tokens_ > 0 && generated_ >= max_new_tokens_) ||
+                       verifier_->Room() < 0;
+          return grpc::Status::OK;
+        },
+        [this] {
+          const double now = MonotonicSeconds();
+          if (step_token_ >= 0) {
+            pending_tokens_.push_back(step_token_);
+            if (last_token_at_ == 0) {
+              service_->metrics().ObserveTimeToFirstToken(now - prompt_at_);
+            } else {
+              service_->metrics().ObserveTimePerOutputToken(now - last_token_at_);
+            }
+            last_token_at_ = now;
+          }
+          pending_micros_ += step_micros_;
+          decode_done_ = step_done_;
+          if (!write_pending_) FlushTokensLocked();
+          if (!decode_done_) PostStepLocked();
+        });
+  }
+
+  // Sends the tokens decoded since the last write (and `done` once decoding ended).
+  void FlushTokensLocked() {
+    if (pending_tokens_.empty() && !decode_done_) return;
+    v1::CloudTokens* t = out_.mutable_tokens();
+    t->Clear();
+    for (int32_t id : pending_tokens_) t->add_token_ids(id);
+    t->set_done(decode_done_);
+    t->set_compute_micros(pending_micros_);
+    pending_tokens_.clear();
+    pending_micros_ = 0;
+    sent_done_ = decode_done_;
+    WriteLocked();
+  }
+
+  VerifierService* const service_;
+  grpc::CallbackServerContext* const context_;
+  const double started_;
+
+  std::mutex mu_;
+  // Stream state, GUARDED_BY(mu_).
+  bool authenticated_ = true;
+  bool admitted_ = false;  // holds a session slot
+  bool finished_ = false;
+  bool task_in_flight_ = false;
+  bool read_pending_ = false, write_pending_ = false;
+  double last_activity_ = 0;
+  std::optional<std::pair<grpc::Status, Outcome>> deferred_;
+  std::optional<Outcome> cancel_outcome_;
+  grpc::Status status_;
+  Outcome outcome_ = Outcome::kOk;
+  std::string tenant_, session_id_;
+  v1::Mode mode_ = v1::MODE_UNSPECIFIED;
+  State state_ = State::kExpectOpen;
+  uint64_t last_round_ = 0;
+  uint32_t max_new_tokens_ = 0;
   v1::EdgeMessage in_;
   v1::VerifierMessage out_;
-  State state_ = State::kExpectOpen;
-  bool counted_ = false;
-  uint64_t last_round_ = 0;
+  // Cloud mode.
+  std::vector<int32_t> pending_tokens_;
+  uint64_t pending_micros_ = 0;
+  bool decode_done_ = false, sent_done_ = false;
+  double prompt_at_ = 0, last_token_at_ = 0;
+  // Statistics for the log line.
+  int64_t rounds_ = 0, draft_tokens_ = 0, accepted_ = 0, generated_ = 0;
+  uint64_t bytes_up_ = 0, bytes_down_ = 0;
+
+  // Engine-side state: the task in flight owns it.
   std::unique_ptr<spec::TargetVerifier> verifier_;
   std::vector<int32_t> prompt_, drafts_, parents_;
   std::vector<float> full_;
   spec::DraftProbs probs_;
+  double task_queued_at_ = 0, task_started_at_ = 0;
+  int32_t step_token_ = -1;
+  bool step_done_ = false;
+  uint64_t step_micros_ = 0;
 };
+
+namespace {
+
+std::vector<std::string> MetricTenants(const net::TokenAuthenticator* auth) {
+  return auth == nullptr ? std::vector<std::string>{} : auth->tenants();
+}
 
 }  // namespace
 
 VerifierService::VerifierService(const model::Model& model, std::string model_name,
-                                 EngineWorker* worker, const VerifierLimits& limits)
-    : model_(model), model_name_(std::move(model_name)), worker_(worker), limits_(limits) {}
+                                 EngineWorker* worker, const VerifierLimits& limits,
+                                 std::shared_ptr<const net::TokenAuthenticator> auth)
+    : model_(model),
+      model_name_(std::move(model_name)),
+      worker_(worker),
+      limits_(limits),
+      auth_(std::move(auth)),
+      metrics_(std::max(limits.max_draft_tokens, limits.max_tree_nodes), MetricTenants(auth_.get())),
+      sweeper_([this] { SweepLoop(); }) {}
 
-bool VerifierService::TryAddSession() {
-  int now = active_sessions_.load();
-  while (now < limits_.max_sessions) {
-    if (active_sessions_.compare_exchange_weak(now, now + 1)) return true;
+VerifierService::~VerifierService() {
+  {
+    std::lock_guard<std::mutex> lock(sweep_mu_);
+    stop_sweeper_ = true;
   }
-  return false;
+  sweep_cv_.notify_all();
+  sweeper_.join();
+}
+
+void VerifierService::SweepLoop() {
+  const double period = std::clamp(limits_.idle_ttl_s / 4, 0.01, 1.0);
+  std::unique_lock<std::mutex> lock(sweep_mu_);
+  while (!stop_sweeper_) {
+    sweep_cv_.wait_for(lock, std::chrono::duration<double>(period));
+    if (stop_sweeper_) break;
+    const double now = MonotonicSeconds();
+    std::lock_guard<std::mutex> registry(registry_mu_);
+    for (SessionReactor* s : sessions_) s->CheckIdle(now);
+  }
+}
+
+void VerifierService::Register(SessionReactor* session) {
+  std::lock_guard<std::mutex> lock(registry_mu_);
+  sessions_.insert(session);
+}
+
+void VerifierService::Unregister(SessionReactor* session) {
+  std::lock_guard<std::mutex> lock(registry_mu_);
+  sessions_.erase(session);
+}
+
+absl::StatusOr<std::string> VerifierService::Authenticate(const grpc::CallbackServerContext& context) {
+  std::string tenant = "default";
+  if (auth_ != nullptr) {
+    absl::StatusOr<std::string> t = auth_->Authenticate(context.client_metadata());
+    if (!t.ok()) {
+      metrics_.CountRejection("unauthenticated");
+      return t.status();
+    }
+    tenant = *t;
+  }
+  if (limits_.QuotaFor(tenant) == 0) {
+    metrics_.CountRejection("permission_denied");
+    return absl::PermissionDeniedError(absl::StrCat("tenant ", tenant, " is disabled (quota 0)"));
+  }
+  return tenant;
+}
+
+grpc::Status VerifierService::AdmitSession(const std::string& tenant) {
+  if (draining_) {
+    metrics_.CountRejection("draining");
+    return grpc::Status(C::UNAVAILABLE, "the verifier is draining; retry on another one");
+  }
+  std::lock_guard<std::mutex> lock(admit_mu_);
+  if (active_sessions_.load() >= limits_.max_sessions) {
+    metrics_.CountRejection("session_limit");
+    return grpc::Status(C::RESOURCE_EXHAUSTED,
+                        absl::StrCat("session limit reached (", limits_.max_sessions, ")"));
+  }
+  const int quota = limits_.QuotaFor(tenant);
+  int& mine = tenant_active_[tenant];
+  if (mine >= quota) {
+    metrics_.CountRejection("quota");
+    return grpc::Status(C::RESOURCE_EXHAUSTED, absl::StrCat("tenant ", tenant, " has ", mine,
+                                                            " sessions (quota ", quota, ")"));
+  }
+  mine++;
+  active_sessions_++;
+  metrics_.SessionStarted(tenant);
+  return grpc::Status::OK;
+}
+
+void VerifierService::ReleaseSession(const std::string& tenant, Outcome outcome) {
+  std::lock_guard<std::mutex> lock(admit_mu_);
+  if (--tenant_active_[tenant] == 0) tenant_active_.erase(tenant);
+  active_sessions_--;
+  metrics_.SessionEnded(tenant, outcome);
+}
+
+int VerifierService::tenant_sessions(const std::string& tenant) const {
+  std::lock_guard<std::mutex> lock(admit_mu_);
+  auto it = tenant_active_.find(tenant);
+  return it == tenant_active_.end() ? 0 : it->second;
+}
+
+int VerifierService::transport_max_message_bytes() const {
+  return static_cast<int>(std::min<int64_t>(INT_MAX, 2 * static_cast<int64_t>(limits_.max_message_bytes)));
 }
 
 void VerifierService::FillModelInfo(v1::ModelInfo* info) const {
@@ -274,25 +737,33 @@ void VerifierService::FillModelInfo(v1::ModelInfo* info) const {
 
 void VerifierService::FillLimits(v1::Limits* l) const {
   l->set_max_sessions(limits_.max_sessions);
+  l->set_max_sessions_per_tenant(limits_.max_sessions_per_tenant);
   l->set_max_tokens_per_session(limits_.max_tokens_per_session);
   l->set_max_draft_tokens(limits_.max_draft_tokens);
   l->set_max_tree_nodes(limits_.max_tree_nodes);
   l->set_max_message_bytes(limits_.max_message_bytes);
+  l->set_idle_ttl_seconds(static_cast<uint32_t>(std::ceil(limits_.idle_ttl_s)));
 }
 
 grpc::ServerBidiReactor<v1::EdgeMessage, v1::VerifierMessage>* VerifierService::Session(
     grpc::CallbackServerContext* context) {
-  return new SessionReactor(this);
+  return new SessionReactor(this, context);
 }
 
 grpc::ServerUnaryReactor* VerifierService::GetInfo(grpc::CallbackServerContext* context,
                                                    const v1::GetInfoRequest* request,
                                                    v1::ServerInfo* response) {
-  response->set_version("tandem-verifier/0.1 protocol tandem.v1");
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  absl::StatusOr<std::string> tenant = Authenticate(*context);
+  if (!tenant.ok()) {
+    reactor->Finish(net::ToGrpcStatus(tenant.status()));
+    return reactor;
+  }
+  response->set_version("tandem-verifier/0.2 protocol tandem.v1");
   FillModelInfo(response->add_models());
   FillLimits(response->mutable_limits());
   response->add_modes(v1::MODE_SPEC);
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  response->add_modes(v1::MODE_CLOUD);
   reactor->Finish(grpc::Status::OK);
   return reactor;
 }

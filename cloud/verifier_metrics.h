@@ -1,0 +1,85 @@
+// The verifier's Prometheus metrics (names follow vLLM's where one exists). Every series with a
+// label is created up front or from a bounded set (positions below the draft/tree limits, the
+// outcomes and reasons listed here, tenants named in the tokens file), so the label cardinality
+// is bounded by the configuration, never by clients.
+//
+//   tandem_spec_decode_num_draft_tokens_total                 draft tokens received
+//   tandem_spec_decode_num_accepted_tokens_total              draft tokens accepted
+//   tandem_spec_decode_num_accepted_tokens_per_pos_total{position}  accepted at draft position i
+//   tandem_verify_passes_total                                target passes (verify rounds)
+//   tandem_verify_duration_seconds                            engine time per verify pass
+//   tandem_verify_batch_tokens                                positions per pass (drafts + 1)
+//   tandem_queue_wait_seconds                                 engine-queue wait per task
+//   tandem_bytes_total{direction=up|down, kind=prompt|draft|verdict|tokens|control}
+//   tandem_sessions_active                                    open sessions
+//   tandem_tenant_sessions_active{tenant}                     open sessions per tenant
+//   tandem_sessions_total{outcome=ok|cancelled|error|idle_timeout|deadline}
+//   tandem_rejections_total{reason}                           refused requests/messages by reason
+//   tandem_time_to_first_token_seconds                        cloud mode: prompt in -> first token out
+//   tandem_time_per_output_token_seconds                      cloud mode: between tokens
+//   tandem_generated_tokens_total{mode=spec|cloud}            tokens committed by the verifier
+// Thread-safety: all methods may be called from any thread.
+#ifndef TANDEM_CLOUD_VERIFIER_METRICS_H_
+#define TANDEM_CLOUD_VERIFIER_METRICS_H_
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "common/obs/metrics.h"
+
+namespace tandem::cloud {
+
+enum class Direction { kUp = 0, kDown = 1 };
+enum class MsgKind { kPrompt = 0, kDraft, kVerdict, kTokens, kControl, kCount };
+enum class Outcome { kOk = 0, kCancelled, kError, kIdleTimeout, kDeadline, kCount };
+const char* OutcomeName(Outcome o);
+
+// Every reason label of tandem_rejections_total (each series exists from the start, at 0).
+inline constexpr const char* kRejectionReasons[] = {
+    "unauthenticated", "permission_denied", "quota",         "session_limit", "draining",
+    "bad_token",       "empty_prompt",      "draft_too_long", "tree_too_large", "bad_tree",
+    "out_of_order",    "unknown_model",     "message_too_large", "bad_probs",  "bad_sampling",
+    "unsupported_mode", "bad_message",      "committed_mismatch", "context_full"};
+
+class VerifierMetrics {
+ public:
+  // `max_positions`: per-position series are kept for draft positions [0, max_positions).
+  // `tenants`: the tenants that get a tandem_tenant_sessions_active series ("default" always
+  // does; sessions of other tenants are counted only in the totals).
+  VerifierMetrics(int max_positions, const std::vector<std::string>& tenants);
+
+  const std::shared_ptr<prometheus::Registry>& registry() const { return registry_; }
+
+  // One verify pass: `drafts` received, `accepted_positions` the draft positions accepted (0, 1,
+  // ... along the accepted path), engine seconds and batch positions.
+  void CountVerify(int drafts, int accepted, double engine_seconds, int batch_tokens);
+  void ObserveQueueWait(double seconds) { queue_wait_->Observe(seconds); }
+  void CountBytes(Direction d, MsgKind k, size_t bytes);
+  void CountGenerated(bool cloud, int tokens) { (cloud ? gen_cloud_ : gen_spec_)->Increment(tokens); }
+  void ObserveTimeToFirstToken(double s) { ttft_->Observe(s); }
+  void ObserveTimePerOutputToken(double s) { tpot_->Observe(s); }
+  void SessionStarted(const std::string& tenant);
+  void SessionEnded(const std::string& tenant, Outcome outcome);
+  // `reason` should be one of kRejectionReasons; others are counted under "other".
+  void CountRejection(const std::string& reason);
+
+ private:
+  prometheus::Gauge* TenantGauge(const std::string& tenant);
+
+  std::shared_ptr<prometheus::Registry> registry_;
+  prometheus::Counter *draft_tokens_, *accepted_tokens_, *verify_passes_, *gen_spec_, *gen_cloud_;
+  std::vector<prometheus::Counter*> per_pos_;
+  prometheus::Histogram *verify_duration_, *batch_tokens_, *queue_wait_, *ttft_, *tpot_;
+  prometheus::Counter* bytes_[2][static_cast<int>(MsgKind::kCount)];
+  prometheus::Gauge* sessions_active_;
+  std::map<std::string, prometheus::Gauge*> tenant_active_;  // fixed after construction
+  prometheus::Counter* sessions_total_[static_cast<int>(Outcome::kCount)];
+  std::map<std::string, prometheus::Counter*> rejections_;  // fixed after construction
+};
+
+}  // namespace tandem::cloud
+
+#endif  // TANDEM_CLOUD_VERIFIER_METRICS_H_
