@@ -20,9 +20,11 @@ namespace tandem::testing {
 
 class LoopbackVerifier {
  public:
+  // `auth`: bearer tokens the verifier accepts; null = authentication off.
   explicit LoopbackVerifier(const model::Model& target, net::ServerTlsOptions tls = {},
-                            cloud::VerifierLimits limits = {})
-      : target_(target), tls_(std::move(tls)), limits_(limits) {}
+                            cloud::VerifierLimits limits = {},
+                            std::shared_ptr<const net::TokenAuthenticator> auth = nullptr)
+      : target_(target), tls_(std::move(tls)), limits_(limits), auth_(std::move(auth)) {}
   ~LoopbackVerifier() { Stop(); }
 
   // Serves on `port` (0: any free port; the port is kept for restarts). False if it cannot bind.
@@ -30,7 +32,7 @@ class LoopbackVerifier {
     std::lock_guard<std::mutex> lock(mu_);
     worker_ = std::make_unique<cloud::EngineWorker>(target_, 1);
     service_ = std::make_unique<cloud::VerifierService>(target_, "stories260K", worker_.get(),
-                                                        limits_);
+                                                        limits_, auth_);
     auto creds = net::MakeServerCredentials(tls_);
     EXPECT_TRUE(creds.ok()) << creds.status();
     grpc::ServerBuilder b;
@@ -50,7 +52,7 @@ class LoopbackVerifier {
     server_->Shutdown(std::chrono::system_clock::now());
     server_->Wait();
     server_.reset();
-    service_.reset();
+    service_.reset();  // after the server, as the service requires
     worker_.reset();
   }
 
@@ -65,6 +67,7 @@ class LoopbackVerifier {
   const model::Model& target_;
   net::ServerTlsOptions tls_;
   cloud::VerifierLimits limits_;
+  std::shared_ptr<const net::TokenAuthenticator> auth_;
   std::mutex mu_;
   std::unique_ptr<cloud::EngineWorker> worker_;
   std::unique_ptr<cloud::VerifierService> service_;
