@@ -74,6 +74,12 @@ FailureKind ClassifyFailure(const absl::Status& status) {
       }
       return FailureKind::kOutage;
     }
+    case absl::StatusCode::kInternal: {
+      // A connection torn down under a stream can surface as INTERNAL from the HTTP/2 layer.
+      const std::string lower = absl::AsciiStrToLower(status.message());
+      return Mentions(lower, {"rst_stream", "goaway", "stream removed"}) ? FailureKind::kOutage
+                                                                         : FailureKind::kRefused;
+    }
     case absl::StatusCode::kDeadlineExceeded:
     case absl::StatusCode::kCancelled:
     case absl::StatusCode::kAborted:

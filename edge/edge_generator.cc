@@ -38,6 +38,28 @@ std::string Describe(const absl::Status& s) {
   return absl::StrCat(absl::StatusCodeToString(s.code()), ": ", s.message());
 }
 
+// The distributions the drafts were drawn from, `n` rows of `vocab`: sparse rows (the nonzero
+// entries) when top-k/top-p left few enough that they take fewer bytes, else full rows. Both are
+// exact: the verifier renormalizes sparse rows, and the omitted entries are zero.
+void AddDraftProbs(std::span<const float> rows, int n, int vocab, v1::DraftProbs* out) {
+  size_t nonzero = 0;
+  for (float p : rows) nonzero += p > 0.0f;
+  if (nonzero * 2 >= rows.size()) {  // (id, prob) pairs would not be smaller
+    out->mutable_full()->Add(rows.begin(), rows.end());
+    return;
+  }
+  for (int i = 0; i < n; ++i) {
+    v1::SparseRow* row = out->add_sparse();
+    for (int t = 0; t < vocab; ++t) {
+      const float p = rows[static_cast<size_t>(i) * vocab + t];
+      if (p > 0.0f) {
+        row->add_token_ids(t);
+        row->add_probs(p);
+      }
+    }
+  }
+}
+
 }  // namespace
 
 // One Generate call: the committed tokens, the current session stream (if any), and the outage
@@ -377,8 +399,8 @@ absl::Status EdgeGenerator::Run::SpecStep(absl::Status* network) {
     for (int i = 1; i <= n; ++i) d->add_parents(nodes.parents[i] - 1);  // root -> -1
   } else if (!chain.probs.empty() &&
              chain.probs.size() >= static_cast<size_t>(n) * static_cast<size_t>(vocab)) {
-    d->mutable_probs()->mutable_full()->Add(chain.probs.begin(),
-                                            chain.probs.begin() + static_cast<size_t>(n) * vocab);
+    AddDraftProbs(std::span<const float>(chain.probs.data(), static_cast<size_t>(n) * vocab), n,
+                  vocab, d->mutable_probs());
   }
   t0 = MonotonicSeconds();
   v1::VerifierMessage in;

@@ -7,6 +7,7 @@
 #ifndef TANDEM_EDGE_VERIFIER_STREAM_H_
 #define TANDEM_EDGE_VERIFIER_STREAM_H_
 
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <memory>

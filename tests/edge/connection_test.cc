@@ -60,6 +60,8 @@ TEST(ConnectionTest, FailuresAreClassified) {
       {absl::DeadlineExceededError("Deadline Exceeded"), FailureKind::kOutage},
       {absl::CancelledError("the verifier is going away"), FailureKind::kOutage},
       {absl::AbortedError("drained"), FailureKind::kOutage},
+      {absl::InternalError("Received RST_STREAM with error code 2"), FailureKind::kOutage},
+      {absl::InternalError("engine failed"), FailureKind::kRefused},
       {absl::ResourceExhaustedError("session limit reached"), FailureKind::kOverload},
       {absl::UnavailableError("failed to connect to all addresses; last error: UNKNOWN: "
                               "ipv4:127.0.0.1:5: Ssl handshake failed: SSL_ERROR_SSL: "
@@ -78,13 +80,13 @@ TEST(ConnectionTest, FailuresAreClassified) {
   };
   for (const Case& c : cases) EXPECT_EQ(ClassifyFailure(c.status), c.kind) << c.status;
 
-  absl::Status explained = ExplainRefusal(cases[7].status, FailureKind::kRefused);
+  absl::Status explained = ExplainRefusal(cases[9].status, FailureKind::kRefused);
   EXPECT_EQ(explained.code(), StatusCode::kUnavailable);
   EXPECT_TRUE(absl::StrContains(explained.message(), "TLS handshake")) << explained;
   EXPECT_TRUE(absl::StrContains(explained.message(), "--tls-ca")) << explained;
-  explained = ExplainRefusal(cases[8].status, FailureKind::kHandshakeClosed);
+  explained = ExplainRefusal(cases[10].status, FailureKind::kHandshakeClosed);
   EXPECT_TRUE(absl::StrContains(explained.message(), "plaintext")) << explained;
-  EXPECT_EQ(ExplainRefusal(cases[9].status, FailureKind::kRefused), cases[9].status);
+  EXPECT_EQ(ExplainRefusal(cases[11].status, FailureKind::kRefused), cases[11].status);
 }
 
 TEST(ConnectionTest, BackoffDoublesUpToItsCapWithJitter) {

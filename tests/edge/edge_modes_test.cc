@@ -136,6 +136,46 @@ TEST_F(EdgeModesTest, AdaptiveDraftLengthGivesTheTargetText) {
   EXPECT_EQ(stats.tokens_verified, 120);
 }
 
+TEST_F(EdgeModesTest, SampledSpecSendsDraftProbabilitiesTheVerifierAccepts) {
+  LoopbackVerifier v(*target_);
+  ASSERT_TRUE(v.Start());
+  std::vector<int32_t> prompt = target_->vocab().Encode("Zoo", true);
+  model::SamplerOptions sampling;
+  sampling.temperature = 0.8f;
+  sampling.top_k = 40;
+  sampling.seed = 5;
+  spec::ModelDrafterOptions d;
+  d.layers = 3;
+  d.sampler = sampling;  // sampled drafts come with the distributions they were drawn from
+  auto drafter = std::move(*spec::ModelDrafter::Create(*target_, nullptr, d));
+  std::vector<std::string> warnings;
+  EdgeOptions o = Options(EdgeMode::kSpec, &warnings);
+  o.sampler = sampling;
+  EdgeGenerator gen(*target_, drafter.get(), Channel(v.target()), o);
+  EdgeStats stats;
+  std::vector<int32_t> got;
+  absl::Status s = gen.Generate(prompt, 80, [&](int32_t, int32_t t) { got.push_back(t); }, &stats);
+  ASSERT_TRUE(s.ok()) << s;
+  EXPECT_EQ(stats.tokens_verified, static_cast<int64_t>(got.size()));
+  EXPECT_GT(stats.draft_tokens, 0);
+  // Each draft went up with the top-40 distribution it was drawn from, as sparse rows: more
+  // bytes than its id alone, far fewer than a vocabulary-wide row.
+  EXPECT_GT(stats.bytes_up, stats.draft_tokens * 40 * 4);
+  EXPECT_LT(stats.bytes_up, stats.draft_tokens * target_->config().vocab_size * 4 / 2);
+
+  // Without top-k the rows are vocabulary wide.
+  sampling.top_k = 0;
+  d.sampler = sampling;
+  o.sampler = sampling;
+  drafter = std::move(*spec::ModelDrafter::Create(*target_, nullptr, d));
+  EdgeGenerator wide(*target_, drafter.get(), Channel(v.target()), o);
+  EdgeStats wide_stats;
+  s = wide.Generate(prompt, 80, [](int32_t, int32_t) {}, &wide_stats);
+  ASSERT_TRUE(s.ok()) << s;
+  EXPECT_GT(wide_stats.draft_tokens, 0);
+  EXPECT_GT(wide_stats.bytes_up, wide_stats.draft_tokens * target_->config().vocab_size * 4);
+}
+
 TEST_F(EdgeModesTest, StrictSpecResumesOnAVerifierRestartedOnTheSamePort) {
   for (bool tree : {false, true}) {
     LoopbackVerifier v(*target_);
