@@ -226,7 +226,7 @@ absl::Status EdgeGenerator::Run::Connect() {
     timeout = std::min(timeout, o_.connect_timeout_s);
   } else if (outage_since_ >= 0) {
     const double left = outage_since_ + o_.retry_deadline_s - MonotonicSeconds();
-    timeout = std::clamp(left, 0.05, timeout);
+    timeout = std::max(0.05, std::min(left, timeout));  // the last attempt gets a chance too
   }
   PrepareChannel(timeout);
   auto stream = std::make_unique<VerifierStream>(stub_.get(), o_.auth_token, o_.reply_timeout_s,
