@@ -98,7 +98,9 @@ class EdgeGenerator::Run {
   void PrepareChannel(double timeout);
   // Decides what a failed connection or round means: OK to go on (retry later, maybe locally),
   // or the status that ends the generation.
-  absl::Status OnFailure(const absl::Status& failure);
+  // `in_session`: the session was open (RESOURCE_EXHAUSTED then means the context is full or a
+  // message too large, not load).
+  absl::Status OnFailure(const absl::Status& failure, bool in_session);
   // One spec round / one batch of cloud tokens. The result is fatal; a failure of the stream is
   // put in `*network` instead.
   absl::Status SpecStep(absl::Status* network);
@@ -189,14 +191,14 @@ absl::Status EdgeGenerator::Run::Go() {
         continue;
       }
       local_since_attempt_ = 0;
-      if (absl::Status s = Connect(); !s.ok()) RETURN_IF_ERROR(OnFailure(s));
+      if (absl::Status s = Connect(); !s.ok()) RETURN_IF_ERROR(OnFailure(s, false));
       continue;
     }
     absl::Status network;
     RETURN_IF_ERROR(o_.mode == EdgeMode::kCloud ? CloudStep(&network) : SpecStep(&network));
     if (!network.ok()) {
       stream_.reset();
-      RETURN_IF_ERROR(OnFailure(network));
+      RETURN_IF_ERROR(OnFailure(network, true));
     }
   }
   if (stream_ != nullptr) {
@@ -277,9 +279,10 @@ absl::Status EdgeGenerator::Run::Connect() {
   return absl::OkStatus();
 }
 
-absl::Status EdgeGenerator::Run::OnFailure(const absl::Status& failure) {
+absl::Status EdgeGenerator::Run::OnFailure(const absl::Status& failure, bool in_session) {
   const FailureKind kind = ClassifyFailure(failure);
   if (kind == FailureKind::kRefused) return ExplainRefusal(failure, kind);
+  if (kind == FailureKind::kOverload && in_session) return failure;
   if (kind == FailureKind::kHandshakeClosed) {
     // Deterministic for a TLS/plaintext mismatch or a rejected client certificate; a verifier
     // shutting down at that very moment does it once.
@@ -389,19 +392,30 @@ absl::Status EdgeGenerator::Run::SpecStep(absl::Status* network) {
   const double draft_seconds = MonotonicSeconds() - t0;
   stats_->draft_seconds += draft_seconds;
 
-  const int n = static_cast<int>(nodes.tokens.size()) - 1;
+  // The round's message with the first `k` draft nodes (a prefix of a tree is a tree).
   v1::EdgeMessage out;
-  v1::DraftRound* d = out.mutable_draft();
-  d->set_round(++round_);
-  d->set_committed_length(static_cast<uint32_t>(committed_.size()));
-  d->mutable_token_ids()->Add(nodes.tokens.begin() + 1, nodes.tokens.end());
-  if (tree) {
-    for (int i = 1; i <= n; ++i) d->add_parents(nodes.parents[i] - 1);  // root -> -1
-  } else if (!chain.probs.empty() &&
-             chain.probs.size() >= static_cast<size_t>(n) * static_cast<size_t>(vocab)) {
-    AddDraftProbs(std::span<const float>(chain.probs.data(), static_cast<size_t>(n) * vocab), n,
-                  vocab, d->mutable_probs());
-  }
+  auto build = [&](int k) {
+    out.Clear();
+    v1::DraftRound* d = out.mutable_draft();
+    d->set_round(round_ + 1);
+    d->set_committed_length(static_cast<uint32_t>(committed_.size()));
+    d->mutable_token_ids()->Add(nodes.tokens.begin() + 1, nodes.tokens.begin() + 1 + k);
+    if (tree) {
+      for (int i = 1; i <= k; ++i) d->add_parents(nodes.parents[i] - 1);  // root -> -1
+    } else if (!chain.probs.empty() &&
+               chain.probs.size() >= static_cast<size_t>(k) * static_cast<size_t>(vocab)) {
+      AddDraftProbs(std::span<const float>(chain.probs.data(), static_cast<size_t>(k) * vocab), k,
+                    vocab, d->mutable_probs());
+    }
+  };
+  int n = static_cast<int>(nodes.tokens.size()) - 1;
+  build(n);
+  // Stay under the verifier's message limit: fewer drafts rather than a refused round.
+  const size_t max_bytes = opened_.limits().max_message_bytes();
+  while (max_bytes > 0 && n > 0 && out.ByteSizeLong() > max_bytes) build(n /= 2);
+  nodes.tokens.resize(n + 1);
+  nodes.parents.resize(n + 1);
+  ++round_;
   t0 = MonotonicSeconds();
   v1::VerifierMessage in;
   if (*network = stream_->Send(out); !network->ok()) return absl::OkStatus();

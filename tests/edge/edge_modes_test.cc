@@ -176,6 +176,36 @@ TEST_F(EdgeModesTest, SampledSpecSendsDraftProbabilitiesTheVerifierAccepts) {
   EXPECT_GT(wide_stats.bytes_up, wide_stats.draft_tokens * target_->config().vocab_size * 4);
 }
 
+TEST_F(EdgeModesTest, DraftsShrinkToTheVerifiersMessageLimit) {
+  cloud::VerifierLimits small;
+  small.max_message_bytes = 4096;  // two vocabulary-wide probability rows do not fit
+  LoopbackVerifier v(*target_, {}, small);
+  ASSERT_TRUE(v.Start());
+  model::SamplerOptions sampling;
+  sampling.temperature = 1.0f;
+  sampling.seed = 9;
+  spec::ModelDrafterOptions d;
+  d.layers = 3;
+  d.sampler = sampling;
+  auto drafter = std::move(*spec::ModelDrafter::Create(*target_, nullptr, d));
+  for (EdgeMode mode : {EdgeMode::kSpec, EdgeMode::kAuto}) {
+    std::vector<std::string> warnings;
+    EdgeOptions o = Options(mode, &warnings);
+    o.sampler = sampling;
+    o.spec_tokens = 6;
+    EdgeGenerator gen(*target_, drafter.get(), Channel(v.target()), o);
+    EdgeStats stats;
+    std::vector<int32_t> got;
+    absl::Status s = gen.Generate(target_->vocab().Encode("Zoo", true), 40,
+                                  [&](int32_t, int32_t t) { got.push_back(t); }, &stats);
+    ASSERT_TRUE(s.ok()) << s;
+    EXPECT_EQ(stats.tokens_verified, static_cast<int64_t>(got.size()));
+    EXPECT_EQ(stats.fallbacks, 0);
+    EXPECT_GT(stats.draft_tokens, 0);
+    EXPECT_LE(stats.draft_tokens, stats.round_trips);  // one draft (one row) per round at most
+  }
+}
+
 TEST_F(EdgeModesTest, StrictSpecResumesOnAVerifierRestartedOnTheSamePort) {
   for (bool tree : {false, true}) {
     LoopbackVerifier v(*target_);
