@@ -62,7 +62,9 @@ struct EdgeOptions {
   std::string auth_token;               // sent as "authorization: Bearer <token>"; empty = none
 
   double reply_timeout_s = 30;   // longest wait for one verifier reply; longer = an outage
-  double connect_timeout_s = 1;  // kAuto: longest a reconnection attempt may hold up local tokens
+  // kAuto: the longest one connection attempt may take (it holds up local tokens meanwhile; a
+  // refused connection fails at once, a silent network takes this long).
+  double connect_timeout_s = 1;
   double retry_deadline_s = 10;  // kSpec/kCloud: how long one outage is retried
   double backoff_initial_s = 0.05;
   double backoff_max_s = 1.0;
@@ -83,8 +85,8 @@ struct EdgeStats {
   int64_t sessions = 0;               // session streams opened
   int64_t reconnects = 0;             // sessions opened again after a failure
   int64_t fallbacks = 0;              // auto: switches from spec to local
-  int64_t bytes_up = 0;
-  int64_t bytes_down = 0;
+  int64_t bytes_up = 0;    // protobuf payload bytes sent (gRPC/HTTP/2/TLS framing excluded)
+  int64_t bytes_down = 0;  // and received
   int64_t draft_tokens = 0;
   int64_t accepted_tokens = 0;
   int64_t rtt_samples = 0;
