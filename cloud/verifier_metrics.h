@@ -6,6 +6,9 @@
 //   tandem_spec_decode_num_draft_tokens_total                 draft tokens received
 //   tandem_spec_decode_num_accepted_tokens_total              draft tokens accepted
 //   tandem_spec_decode_num_accepted_tokens_per_pos_total{position}  accepted at draft position i
+//                                                             (tree: depth i of the accepted path;
+//                                                             positions below max(max_draft_tokens,
+//                                                             max_tree_nodes), at most 256)
 //   tandem_verify_passes_total                                target passes (verify rounds)
 //   tandem_verify_duration_seconds                            engine time per verify pass
 //   tandem_verify_batch_tokens                                positions per pass (drafts + 1)
@@ -53,8 +56,9 @@ class VerifierMetrics {
 
   const std::shared_ptr<prometheus::Registry>& registry() const { return registry_; }
 
-  // One verify pass: `drafts` received, `accepted_positions` the draft positions accepted (0, 1,
-  // ... along the accepted path), engine seconds and batch positions.
+  // One verify pass (spec mode): `drafts` received, `accepted` of them accepted (draft positions
+  // 0 .. accepted-1 along the accepted path), engine seconds and positions in the pass. Cloud-mode
+  // decoding steps are not verify passes; they show in the TTFT/TPOT histograms.
   void CountVerify(int drafts, int accepted, double engine_seconds, int batch_tokens);
   void ObserveQueueWait(double seconds) { queue_wait_->Observe(seconds); }
   void CountBytes(Direction d, MsgKind k, size_t bytes);

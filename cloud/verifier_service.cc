@@ -93,17 +93,20 @@ class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::Verif
  public:
   SessionReactor(VerifierService* service, grpc::CallbackServerContext* context)
       : service_(service), context_(context), started_(MonotonicSeconds()) {
+    // No reaction runs before the constructor returns (gRPC binds the reactor afterwards).
     absl::StatusOr<std::string> tenant = service_->Authenticate(*context);
-    std::lock_guard<std::mutex> lock(mu_);
-    if (!tenant.ok()) {
-      authenticated_ = false;
-      finished_ = true;
-      Finish(net::ToGrpcStatus(tenant.status()));
-      return;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!tenant.ok()) {
+        authenticated_ = false;
+        finished_ = true;
+        Finish(net::ToGrpcStatus(tenant.status()));
+        return;
+      }
+      tenant_ = *tenant;
+      last_activity_ = started_;
+      ReadLocked();
     }
-    tenant_ = *tenant;
-    last_activity_ = started_;
-    ReadLocked();
     service_->Register(this);
   }
 
@@ -125,8 +128,13 @@ class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::Verif
     last_activity_ = MonotonicSeconds();
     if (finished_) return;
     if (!ok) {
-      // The edge closed its side (or the call broke; OnCancel says so). In cloud mode the edge
-      // may half-close right after the prompt and keep reading the stream.
+      if (context_->IsCancelled()) {  // the call broke (OnCancel runs too, or has run)
+        cancel_outcome_ = CancelOutcome();
+        FinishLocked(grpc::Status(C::CANCELLED, "the call was cancelled"), *cancel_outcome_);
+        return;
+      }
+      // The edge closed its side. In cloud mode the edge may half-close right after the prompt
+      // and keep reading the stream.
       if (mode_ == v1::MODE_CLOUD && state_ == State::kRounds) return;
       FinishLocked(grpc::Status::OK, Outcome::kOk);
       return;
@@ -167,8 +175,8 @@ class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::Verif
 
   void OnCancel() override {
     std::lock_guard<std::mutex> lock(mu_);
-    const bool deadline = context_->deadline() <= std::chrono::system_clock::now();
-    cancel_outcome_ = deadline ? Outcome::kDeadline : Outcome::kCancelled;
+    cancel_outcome_ = CancelOutcome();
+    const bool deadline = *cancel_outcome_ == Outcome::kDeadline;
     FinishLocked(grpc::Status(deadline ? C::DEADLINE_EXCEEDED : C::CANCELLED,
                               deadline ? "the client's deadline passed" : "cancelled by the client"),
                  *cancel_outcome_);
@@ -200,6 +208,15 @@ class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::Verif
   enum class State { kExpectOpen, kExpectPrompt, kRounds };
 
   std::string SessionName() const { return session_id_.empty() ? "-" : session_id_; }
+
+  // Why a cancelled call ended. A client whose deadline expires cancels the call itself, and its
+  // cancel can reach us before our copy of the deadline (taken when the call arrived, so a little
+  // later) passes: a cancel within a second of the deadline counts as the deadline.
+  Outcome CancelOutcome() const {
+    const auto now = std::chrono::system_clock::now();
+    return context_->deadline() <= now + std::chrono::seconds(1) ? Outcome::kDeadline
+                                                                 : Outcome::kCancelled;
+  }
 
   grpc::Status Reject(const char* reason, C code, const std::string& message) {
     service_->metrics().CountRejection(reason);
@@ -517,7 +534,6 @@ class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::Verif
         [this](model::Engine& engine) {
           step_token_ = -1;
           step_done_ = false;
-          const double start = MonotonicSeconds();
           if (verifier_->Room() < 0) {
             step_done_ = true;
             return grpc::Status::OK;
@@ -526,7 +542,6 @@ class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::Verif
           if (!r.ok()) return net::ToGrpcStatus(r.status());
           const double end = MonotonicSeconds();
           step_micros_ = static_cast<uint64_t>((end - task_queued_at_) * 1e6);
-          service_->metrics().CountVerify(0, 0, end - start, 1);
           const int32_t t = r->next_token;
           const model::Vocab& vocab = service_->model().vocab();
           if (t == vocab.bos_id() || t == vocab.eos_id()) {
@@ -617,6 +632,9 @@ class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::Verif
 
 namespace {
 
+// Accepted-per-position series are kept for at most this many draft positions.
+constexpr int kMaxPositionSeries = 256;
+
 std::vector<std::string> MetricTenants(const net::TokenAuthenticator* auth) {
   return auth == nullptr ? std::vector<std::string>{} : auth->tenants();
 }
@@ -631,7 +649,8 @@ VerifierService::VerifierService(const model::Model& model, std::string model_na
       worker_(worker),
       limits_(limits),
       auth_(std::move(auth)),
-      metrics_(std::max(limits.max_draft_tokens, limits.max_tree_nodes), MetricTenants(auth_.get())),
+      metrics_(std::min(kMaxPositionSeries, std::max(limits.max_draft_tokens, limits.max_tree_nodes)),
+               MetricTenants(auth_.get())),
       sweeper_([this] { SweepLoop(); }) {}
 
 VerifierService::~VerifierService() {

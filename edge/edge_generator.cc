@@ -1,144 +1,532 @@
-// Spec-mode and local-mode generation on the edge (see edge_generator.h).
+// Generation on the edge: spec, cloud, local and auto modes with reconnection (see
+// edge_generator.h).
 #include "edge/edge_generator.h"
 
+#include <algorithm>
 #include <chrono>
+#include <cstdio>
+#include <thread>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "common/net/status.h"
+#include "absl/strings/str_format.h"
+#include "common/spec/adaptive.h"
 #include "common/spec/spec_decoder.h"
 #include "common/util/clock.h"
+#include "common/util/status_macros.h"
+#include "edge/verifier_stream.h"
 
 namespace tandem::edge {
+
+const char* EdgeModeName(EdgeMode mode) {
+  switch (mode) {
+    case EdgeMode::kAuto:
+      return "auto";
+    case EdgeMode::kSpec:
+      return "spec";
+    case EdgeMode::kCloud:
+      return "cloud";
+    case EdgeMode::kLocal:
+      return "local";
+  }
+  return "?";
+}
+
+namespace {
+
+std::string Describe(const absl::Status& s) {
+  return absl::StrCat(absl::StatusCodeToString(s.code()), ": ", s.message());
+}
+
+// The distributions the drafts were drawn from, `n` rows of `vocab`: sparse rows (the nonzero
+// entries) when top-k/top-p left few enough that they take fewer bytes, else full rows. Both are
+// exact: the verifier renormalizes sparse rows, and the omitted entries are zero.
+void AddDraftProbs(std::span<const float> rows, int n, int vocab, v1::DraftProbs* out) {
+  size_t nonzero = 0;
+  for (float p : rows) nonzero += p > 0.0f;
+  if (nonzero * 2 >= rows.size()) {  // (id, prob) pairs would not be smaller
+    out->mutable_full()->Add(rows.begin(), rows.end());
+    return;
+  }
+  for (int i = 0; i < n; ++i) {
+    v1::SparseRow* row = out->add_sparse();
+    for (int t = 0; t < vocab; ++t) {
+      const float p = rows[static_cast<size_t>(i) * vocab + t];
+      if (p > 0.0f) {
+        row->add_token_ids(t);
+        row->add_probs(p);
+      }
+    }
+  }
+}
+
+}  // namespace
+
+// One Generate call: the committed tokens, the current session stream (if any), and the outage
+// bookkeeping. Every committed token goes through Commit, so none is emitted twice.
+class EdgeGenerator::Run {
+ public:
+  Run(const EdgeGenerator& g, std::span<const int32_t> prompt, int max_new_tokens,
+      const std::function<void(int32_t, int32_t)>& emit, EdgeStats* stats)
+      : g_(g),
+        o_(g.options_),
+        committed_(prompt.begin(), prompt.end()),
+        max_new_(max_new_tokens),
+        emit_(emit),
+        stats_(stats),
+        backoff_(o_.backoff_initial_s, o_.backoff_max_s,
+                 static_cast<uint64_t>(MonotonicSeconds() * 1e9)),
+        adaptive_(std::max(0, o_.spec_tokens)) {}
+
+  ~Run() {
+    stream_.reset();
+    stats_->bytes_up += counters_.bytes_up;
+    stats_->bytes_down += counters_.bytes_down;
+  }
+
+  absl::Status Go();
+
+ private:
+  bool Done() const { return ended_ || generated_ >= max_new_; }
+  // Emits `token` unless it ends the text; counts it in `source`. False when generation is over.
+  bool Commit(int32_t token, int64_t* source);
+  void Warn(const std::string& message) const;
+
+  // Opens a session stream and replays the committed prefix.
+  absl::Status Connect();
+  // Before a reconnection attempt: makes gRPC try the connection now.
+  void PrepareChannel(double timeout);
+  // Decides what a failed connection or round means: OK to go on (retry later, maybe locally),
+  // or the status that ends the generation.
+  // `in_session`: the session was open (RESOURCE_EXHAUSTED then means the context is full or a
+  // message too large, not load).
+  absl::Status OnFailure(const absl::Status& failure, bool in_session);
+  // One spec round / one batch of cloud tokens. The result is fatal; a failure of the stream is
+  // put in `*network` instead.
+  absl::Status SpecStep(absl::Status* network);
+  absl::Status CloudStep(absl::Status* network);
+  // One token from the local model (auto mode while the verifier is away).
+  absl::Status LocalStep();
+  // Context positions the session has left for drafts (the verifier's limit).
+  int Room() const;
+
+  const EdgeGenerator& g_;
+  const EdgeOptions& o_;
+  std::vector<int32_t> committed_;
+  const int max_new_;
+  const std::function<void(int32_t, int32_t)>& emit_;
+  EdgeStats* stats_;
+  int generated_ = 0;
+  bool ended_ = false;  // BOS/EOS, or the context is full
+
+  std::unique_ptr<v1::Verifier::Stub> stub_;
+  std::unique_ptr<ReplyWatchdog> watchdog_;
+  StreamCounters counters_;
+  std::unique_ptr<VerifierStream> stream_;
+  v1::SessionOpened opened_;
+  uint64_t round_ = 0;           // rounds in this session
+  double session_start_ = 0;     // when the prompt went up (cloud RTT)
+  bool first_tokens_ = true;     // cloud: no tokens yet in this session
+
+  Backoff backoff_;
+  double outage_since_ = -1;  // when the current outage began; < 0: none
+  double next_attempt_ = 0;   // no reconnection attempt before this
+  int handshake_closed_ = 0;  // consecutive connections closed during the handshake
+  bool failed_before_ = false;
+  bool warned_outage_ = false;
+  bool local_active_ = false;  // auto: generating locally until the verifier is back
+  int64_t local_run_ = 0;      // tokens in the current local stretch
+  int64_t local_since_attempt_ = 0;
+
+  std::unique_ptr<spec::ModelDrafter> local_step_;
+  spec::AdaptiveGamma adaptive_;
+};
+
+bool EdgeGenerator::Run::Commit(int32_t token, int64_t* source) {
+  const model::Vocab& vocab = g_.local_.vocab();
+  if (token == vocab.bos_id() || token == vocab.eos_id()) {
+    ended_ = true;
+    return false;
+  }
+  const int32_t prev = committed_.back();
+  committed_.push_back(token);
+  emit_(prev, token);
+  ++generated_;
+  stats_->generated_tokens++;
+  (*source)++;
+  return generated_ < max_new_;
+}
+
+void EdgeGenerator::Run::Warn(const std::string& message) const {
+  if (o_.on_warning) {
+    o_.on_warning(message);
+  } else {
+    std::fprintf(stderr, "tandem-edge: warning: %s\n", message.c_str());
+  }
+}
+
+int EdgeGenerator::Run::Room() const {
+  int capacity = 1 << 30;
+  if (opened_.model().max_context() > 0) capacity = static_cast<int>(opened_.model().max_context());
+  if (opened_.limits().max_tokens_per_session() > 0) {
+    capacity = std::min(capacity, static_cast<int>(opened_.limits().max_tokens_per_session()));
+  }
+  return capacity - static_cast<int>(committed_.size()) - 1;
+}
+
+absl::Status EdgeGenerator::Run::Go() {
+  stub_ = v1::Verifier::NewStub(g_.channel_);
+  watchdog_ = std::make_unique<ReplyWatchdog>();
+  while (!Done()) {
+    if (stream_ == nullptr) {
+      const double now = MonotonicSeconds();
+      const bool tokens_due = local_active_ && o_.reconnect_every_tokens > 0 &&
+                              local_since_attempt_ >= o_.reconnect_every_tokens;
+      if (now < next_attempt_ && !tokens_due) {
+        if (local_active_) {
+          RETURN_IF_ERROR(LocalStep());
+        } else {
+          std::this_thread::sleep_for(std::chrono::duration<double>(next_attempt_ - now));
+        }
+        continue;
+      }
+      local_since_attempt_ = 0;
+      if (absl::Status s = Connect(); !s.ok()) RETURN_IF_ERROR(OnFailure(s, false));
+      continue;
+    }
+    absl::Status network;
+    RETURN_IF_ERROR(o_.mode == EdgeMode::kCloud ? CloudStep(&network) : SpecStep(&network));
+    if (!network.ok()) {
+      stream_.reset();
+      RETURN_IF_ERROR(OnFailure(network, true));
+    }
+  }
+  if (stream_ != nullptr) {
+    stream_->Close(std::min(o_.reply_timeout_s, 5.0)).IgnoreError();  // the text is complete
+  }
+  return absl::OkStatus();
+}
+
+void EdgeGenerator::Run::PrepareChannel(double timeout) {
+  if (!failed_before_) return;
+  // gRPC keeps failing calls fast while its own reconnection backoff runs; the edge has its own
+  // schedule, so the channel tries now. The reset takes effect asynchronously: wait (briefly)
+  // until the channel has left TRANSIENT_FAILURE, so the call below sees a fresh attempt.
+  grpc::Channel* channel = g_.channel_.get();
+  grpc::experimental::ChannelResetConnectionBackoff(channel);
+  if (channel->GetState(true) == GRPC_CHANNEL_TRANSIENT_FAILURE) {
+    channel->WaitForStateChange(
+        GRPC_CHANNEL_TRANSIENT_FAILURE,
+        std::chrono::system_clock::now() +
+            std::chrono::microseconds(static_cast<int64_t>(std::min(timeout, 0.2) * 1e6)));
+  }
+}
+
+absl::Status EdgeGenerator::Run::Connect() {
+  double timeout = o_.reply_timeout_s;
+  if (o_.mode == EdgeMode::kAuto) {
+    timeout = std::min(timeout, o_.connect_timeout_s);
+  } else if (outage_since_ >= 0) {
+    const double left = outage_since_ + o_.retry_deadline_s - MonotonicSeconds();
+    timeout = std::max(0.05, std::min(left, timeout));  // the last attempt gets a chance too
+  }
+  PrepareChannel(timeout);
+  auto stream = std::make_unique<VerifierStream>(stub_.get(), o_.auth_token, o_.reply_timeout_s,
+                                                 watchdog_.get(), &counters_);
+  v1::OpenSession open;
+  open.set_mode(o_.mode == EdgeMode::kCloud ? v1::MODE_CLOUD : v1::MODE_SPEC);
+  open.set_model(o_.model_name);
+  open.set_client("tandem-edge/0.2");
+  open.mutable_sampling()->set_temperature(o_.sampler.temperature);
+  open.mutable_sampling()->set_top_k(o_.sampler.top_k);
+  open.mutable_sampling()->set_top_p(o_.sampler.top_p);
+  open.mutable_sampling()->set_seed(o_.sampler.seed);
+  if (o_.mode == EdgeMode::kCloud) open.set_max_new_tokens(static_cast<uint32_t>(max_new_ - generated_));
+  v1::SessionOpened opened;
+  RETURN_IF_ERROR(stream->Open(open, committed_, timeout, &opened));
+  const v1::ModelInfo& info = opened.model();
+  if (static_cast<int>(info.vocab_size()) != g_.local_.config().vocab_size ||
+      static_cast<int>(info.bos_id()) != g_.local_.vocab().bos_id()) {
+    stream->Close(1.0).IgnoreError();
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the verifier's model '", info.name(), "' has a ", info.vocab_size(),
+        "-token vocabulary (BOS ", info.bos_id(), "); the edge model has ",
+        g_.local_.config().vocab_size, " (BOS ", g_.local_.vocab().bos_id(), ")"));
+  }
+  opened_ = opened;
+  stream_ = std::move(stream);
+  stats_->sessions++;
+  round_ = 0;
+  session_start_ = MonotonicSeconds();
+  first_tokens_ = true;
+  if (failed_before_) {
+    stats_->reconnects++;
+    if (local_active_) {
+      Warn(absl::StrCat("the verifier is back: resuming ", EdgeModeName(EdgeMode::kSpec),
+                        " mode after ", local_run_, " local tokens (", committed_.size(),
+                        "-token prefix replayed)"));
+    } else {
+      Warn(absl::StrCat("reconnected to the verifier (", committed_.size(),
+                        "-token prefix replayed)"));
+    }
+  }
+  backoff_.Reset();
+  outage_since_ = -1;
+  handshake_closed_ = 0;
+  warned_outage_ = false;
+  local_active_ = false;
+  local_run_ = 0;
+  return absl::OkStatus();
+}
+
+absl::Status EdgeGenerator::Run::OnFailure(const absl::Status& failure, bool in_session) {
+  const FailureKind kind = ClassifyFailure(failure);
+  if (kind == FailureKind::kRefused) return ExplainRefusal(failure, kind);
+  if (kind == FailureKind::kOverload && in_session) return failure;
+  if (kind == FailureKind::kHandshakeClosed) {
+    // Deterministic for a TLS/plaintext mismatch or a rejected client certificate; a verifier
+    // shutting down at that very moment does it once.
+    if (++handshake_closed_ >= 3) return ExplainRefusal(failure, kind);
+  } else {
+    handshake_closed_ = 0;
+  }
+  const double now = MonotonicSeconds();
+  failed_before_ = true;
+  if (outage_since_ < 0) outage_since_ = now;
+  const double wait = backoff_.Next();
+  if (o_.mode != EdgeMode::kAuto) {
+    if (now - outage_since_ >= o_.retry_deadline_s) {
+      return absl::Status(failure.code(),
+                          absl::StrFormat("the verifier stayed unreachable for %.1f s (retry "
+                                          "deadline %.1f s, %d attempts); last error: %s",
+                                          now - outage_since_, o_.retry_deadline_s,
+                                          backoff_.attempts(), failure.message()));
+    }
+    next_attempt_ = std::min(now + wait, outage_since_ + o_.retry_deadline_s);
+    if (!warned_outage_ && kind != FailureKind::kHandshakeClosed) {
+      warned_outage_ = true;
+      Warn(absl::StrFormat("verifier unavailable (%s); retrying for up to %.1f s",
+                           Describe(failure), o_.retry_deadline_s));
+    }
+    return absl::OkStatus();
+  }
+  next_attempt_ = now + wait;
+  if (kind != FailureKind::kHandshakeClosed && !local_active_) {
+    local_active_ = true;
+    local_run_ = 0;
+    stats_->fallbacks++;
+    Warn(absl::StrCat(kind == FailureKind::kOverload ? "the verifier is busy ("
+                                                      : "the verifier is unreachable (",
+                      Describe(failure),
+                      "); continuing with the local model and reconnecting in the background"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status EdgeGenerator::Run::LocalStep() {
+  if (local_step_ == nullptr) {
+    spec::ModelDrafterOptions lo;
+    lo.sampler = o_.sampler;
+    ASSIGN_OR_RETURN(local_step_, spec::ModelDrafter::Create(g_.local_, nullptr, lo));
+  }
+  spec::Draft next;
+  RETURN_IF_ERROR(local_step_->Propose(committed_, 1, &next));
+  if (next.tokens.empty()) {  // the local model's context is full
+    ended_ = true;
+    return absl::OkStatus();
+  }
+  local_run_++;
+  local_since_attempt_++;
+  Commit(next.tokens[0], &stats_->tokens_local_fallback);
+  return absl::OkStatus();
+}
+
+absl::Status EdgeGenerator::Run::SpecStep(absl::Status* network) {
+  const int room = Room();
+  if (room < 0) {  // the verifier's context is full
+    ended_ = true;
+    return absl::OkStatus();
+  }
+  const int remaining = max_new_ - generated_;
+  const int vocab = g_.local_.config().vocab_size;
+  const bool tree = o_.tree.has_value() && g_.drafter_ != nullptr;
+  spec::DraftTree nodes;  // nodes[0] = the last committed token
+  spec::Draft chain;
+  double t0 = MonotonicSeconds();
+  if (tree) {
+    int limit = std::min(room, remaining - 1);
+    if (opened_.limits().max_tree_nodes() > 0) {
+      limit = std::min(limit, static_cast<int>(opened_.limits().max_tree_nodes()));
+    }
+    if (limit > 0) {
+      RETURN_IF_ERROR(g_.drafter_->ProposeTree(committed_, *o_.tree, &nodes));
+      if (nodes.tokens.empty() || nodes.tokens[0] != committed_.back() ||
+          nodes.parents.size() != nodes.tokens.size()) {
+        return absl::InternalError("the drafter returned a tree without the context's last token");
+      }
+      // Nodes come parents first, so a prefix of the list is still a tree.
+      if (static_cast<int>(nodes.tokens.size()) - 1 > limit) {
+        nodes.tokens.resize(limit + 1);
+        nodes.parents.resize(limit + 1);
+      }
+    } else {
+      nodes = spec::DraftTree::Chain(committed_.back(), {});
+    }
+  } else {
+    int gamma = o_.spec_tokens;
+    if (o_.adaptive_spec_tokens) {
+      gamma = adaptive_.Choose();
+      // Now and then probe one draft, so a draft that became good again is noticed.
+      if (gamma == 0 && stats_->round_trips % 16 == 15) gamma = 1;
+    }
+    gamma = std::min({gamma, remaining - 1, room});
+    if (opened_.limits().max_draft_tokens() > 0) {
+      gamma = std::min(gamma, static_cast<int>(opened_.limits().max_draft_tokens()));
+    }
+    if (g_.drafter_ != nullptr && gamma > 0) {
+      RETURN_IF_ERROR(g_.drafter_->Propose(committed_, gamma, &chain));
+      if (static_cast<int>(chain.tokens.size()) > gamma) chain.tokens.resize(gamma);
+    }
+    nodes = spec::DraftTree::Chain(committed_.back(), chain.tokens);
+  }
+  const double draft_seconds = MonotonicSeconds() - t0;
+  stats_->draft_seconds += draft_seconds;
+
+  // The round's message with the first `k` draft nodes (a prefix of a tree is a tree).
+  v1::EdgeMessage out;
+  auto build = [&](int k) {
+    out.Clear();
+    v1::DraftRound* d = out.mutable_draft();
+    d->set_round(round_ + 1);
+    d->set_committed_length(static_cast<uint32_t>(committed_.size()));
+    d->mutable_token_ids()->Add(nodes.tokens.begin() + 1, nodes.tokens.begin() + 1 + k);
+    if (tree) {
+      for (int i = 1; i <= k; ++i) d->add_parents(nodes.parents[i] - 1);  // root -> -1
+    } else if (!chain.probs.empty() &&
+               chain.probs.size() >= static_cast<size_t>(k) * static_cast<size_t>(vocab)) {
+      AddDraftProbs(std::span<const float>(chain.probs.data(), static_cast<size_t>(k) * vocab), k,
+                    vocab, d->mutable_probs());
+    }
+  };
+  int n = static_cast<int>(nodes.tokens.size()) - 1;
+  build(n);
+  // Stay under the verifier's message limit: fewer drafts rather than a refused round.
+  const size_t max_bytes = opened_.limits().max_message_bytes();
+  while (max_bytes > 0 && n > 0 && out.ByteSizeLong() > max_bytes) build(n /= 2);
+  nodes.tokens.resize(n + 1);
+  nodes.parents.resize(n + 1);
+  ++round_;
+  t0 = MonotonicSeconds();
+  v1::VerifierMessage in;
+  if (*network = stream_->Send(out); !network->ok()) return absl::OkStatus();
+  if (*network = stream_->Receive(o_.reply_timeout_s, &in); !network->ok()) return absl::OkStatus();
+  const double wall = MonotonicSeconds() - t0;
+
+  // The verdict is untrusted: it must answer this round and name drafts that exist.
+  const v1::Verdict& v = in.verdict();
+  bool valid = in.kind_case() == v1::VerifierMessage::kVerdict && v.round() == round_ &&
+               static_cast<int>(v.accepted()) <= n && v.next_token() >= 0 &&
+               v.next_token() < vocab;
+  std::vector<int32_t> emitted;
+  if (valid && tree) {
+    valid = v.accepted_nodes_size() == static_cast<int>(v.accepted());
+    int parent = -1;
+    for (int i = 0; valid && i < v.accepted_nodes_size(); ++i) {
+      const int node = v.accepted_nodes(i);
+      valid = node >= 0 && node < n && nodes.parents[node + 1] - 1 == parent;
+      if (valid) emitted.push_back(nodes.tokens[node + 1]);
+      parent = node;
+    }
+  } else if (valid) {
+    emitted.assign(nodes.tokens.begin() + 1, nodes.tokens.begin() + 1 + v.accepted());
+  }
+  if (!valid) {
+    return absl::DataLossError(absl::StrCat("malformed verdict for round ", round_, ": ",
+                                            in.ShortDebugString()));
+  }
+  emitted.push_back(v.next_token());
+  const double compute = v.compute_micros() * 1e-6;
+  stats_->round_trips++;
+  stats_->target_passes++;
+  stats_->rtt_samples++;
+  stats_->rtt_seconds += std::max(0.0, wall - compute);
+  stats_->cloud_compute_seconds += compute;
+  stats_->draft_tokens += n;
+  stats_->accepted_tokens += v.accepted();
+  if (o_.adaptive_spec_tokens && !tree) {
+    adaptive_.ObserveRound(n, static_cast<int>(v.accepted()));
+    adaptive_.ObserveCosts(n, draft_seconds, compute);
+    adaptive_.SetNetwork(stats_->MeanRttSeconds(), 0.0);
+  }
+  for (int32_t token : emitted) {
+    if (!Commit(token, &stats_->tokens_verified)) break;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status EdgeGenerator::Run::CloudStep(absl::Status* network) {
+  v1::VerifierMessage in;
+  if (*network = stream_->Receive(o_.reply_timeout_s, &in); !network->ok()) return absl::OkStatus();
+  if (in.kind_case() != v1::VerifierMessage::kTokens) {
+    return absl::DataLossError(
+        absl::StrCat("expected cloud tokens from the verifier, got ", in.ShortDebugString()));
+  }
+  const v1::CloudTokens& t = in.tokens();
+  const int vocab = g_.local_.config().vocab_size;
+  for (int32_t token : t.token_ids()) {
+    if (token < 0 || token >= vocab) {
+      return absl::DataLossError(absl::StrCat("the verifier streamed token ", token,
+                                              " outside the ", vocab, "-token vocabulary"));
+    }
+  }
+  const double compute = t.compute_micros() * 1e-6;
+  stats_->cloud_compute_seconds += compute;
+  stats_->target_passes += t.token_ids_size();  // the verifier decodes one token per pass
+  if (first_tokens_) {
+    first_tokens_ = false;
+    stats_->round_trips++;
+    stats_->rtt_samples++;
+    stats_->rtt_seconds += std::max(0.0, MonotonicSeconds() - session_start_ - compute);
+  }
+  for (int32_t token : t.token_ids()) {
+    if (!Commit(token, &stats_->tokens_from_cloud)) break;
+  }
+  if (t.done()) ended_ = true;  // the verifier has nothing more to give
+  return absl::OkStatus();
+}
 
 EdgeGenerator::EdgeGenerator(const model::Model& local, spec::Drafter* drafter,
                              std::shared_ptr<grpc::Channel> channel, const EdgeOptions& options)
     : local_(local), drafter_(drafter), channel_(std::move(channel)), options_(options) {}
 
+EdgeGenerator::~EdgeGenerator() = default;
+
 absl::Status EdgeGenerator::Generate(std::span<const int32_t> prompt, int max_new_tokens,
                                      const std::function<void(int32_t, int32_t)>& emit,
                                      EdgeStats* stats) {
   if (prompt.empty()) return absl::InvalidArgumentError("empty prompt (it needs at least BOS)");
-  if (options_.mode == EdgeMode::kLocal) return GenerateLocal(prompt, max_new_tokens, emit, stats);
-  if (channel_ == nullptr) return absl::InvalidArgumentError("spec mode needs a verifier channel");
-  return GenerateSpec(prompt, max_new_tokens, emit, stats);
-}
-
-absl::Status EdgeGenerator::GenerateLocal(std::span<const int32_t> prompt, int max_new_tokens,
-                                          const std::function<void(int32_t, int32_t)>& emit,
-                                          EdgeStats* stats) {
-  spec::SpecOptions o;
-  o.spec_tokens = 0;
-  o.sampler = options_.sampler;
-  spec::SpecDecoder decoder(local_, nullptr, nullptr, o);
-  spec::SpecStats s;
-  absl::Status status = decoder.Generate(prompt, max_new_tokens, emit, &s);
-  stats->generated_tokens += s.generated_tokens;
-  stats->tokens_local_fallback += s.generated_tokens;
-  return status;
-}
-
-absl::Status EdgeGenerator::GenerateSpec(std::span<const int32_t> prompt, int max_new_tokens,
-                                         const std::function<void(int32_t, int32_t)>& emit,
-                                         EdgeStats* stats) {
-  auto stub = v1::Verifier::NewStub(channel_);
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() +
-                   std::chrono::milliseconds(static_cast<int64_t>(options_.rpc_timeout_s * 1000)));
-  auto stream = stub->Session(&ctx);
-  auto fail = [&](const std::string& what) -> absl::Status {
-    stream->WritesDone();
-    grpc::Status s = stream->Finish();
-    if (s.ok()) return absl::UnavailableError(absl::StrCat("verifier closed the session during ", what));
-    return net::FromGrpcStatus(s);
-  };
-  auto send = [&](const v1::EdgeMessage& m) {
-    stats->bytes_up += static_cast<int64_t>(m.ByteSizeLong());
-    return stream->Write(m);
-  };
-  v1::EdgeMessage out;
-  v1::VerifierMessage in;
-  v1::OpenSession* open = out.mutable_open();
-  open->set_mode(v1::MODE_SPEC);
-  open->set_model(options_.model_name);
-  open->set_client("tandem-edge/0.1");
-  open->mutable_sampling()->set_temperature(options_.sampler.temperature);
-  open->mutable_sampling()->set_top_k(options_.sampler.top_k);
-  open->mutable_sampling()->set_top_p(options_.sampler.top_p);
-  open->mutable_sampling()->set_seed(options_.sampler.seed);
-  if (!send(out) || !stream->Read(&in)) return fail("open");
-  stats->bytes_down += static_cast<int64_t>(in.ByteSizeLong());
-  if (in.kind_case() != v1::VerifierMessage::kOpened) return fail("open");
-  const v1::ModelInfo& info = in.opened().model();
-  if (static_cast<int>(info.vocab_size()) != local_.config().vocab_size ||
-      static_cast<int>(info.bos_id()) != local_.vocab().bos_id()) {
-    stream->WritesDone();
-    stream->Finish();
-    return absl::FailedPreconditionError(absl::StrCat(
-        "the verifier's model '", info.name(), "' has a ", info.vocab_size(),
-        "-token vocabulary; the edge model has ", local_.config().vocab_size));
+  if (max_new_tokens <= 0) return absl::OkStatus();
+  const EdgeMode mode = options_.mode;
+  if (mode == EdgeMode::kLocal || (mode == EdgeMode::kAuto && channel_ == nullptr)) {
+    spec::SpecOptions o;
+    o.spec_tokens = 0;
+    o.sampler = options_.sampler;
+    spec::SpecDecoder decoder(local_, nullptr, nullptr, o);
+    spec::SpecStats s;
+    absl::Status status = decoder.Generate(prompt, max_new_tokens, emit, &s);
+    stats->generated_tokens += s.generated_tokens;
+    stats->tokens_local_fallback += s.generated_tokens;
+    return status;
   }
-  out.Clear();
-  for (int32_t t : prompt) out.mutable_prompt()->add_token_ids(t);
-  if (!send(out)) return fail("prompt");
-
-  std::vector<int32_t> committed(prompt.begin(), prompt.end());
-  const int vocab = local_.config().vocab_size;
-  int generated = 0;
-  uint64_t round = 0;
-  while (generated < max_new_tokens) {
-    spec::Draft draft;
-    const int gamma = std::min(options_.spec_tokens, max_new_tokens - generated - 1);
-    double t0 = MonotonicSeconds();
-    if (drafter_ != nullptr && gamma > 0) {
-      absl::Status s = drafter_->Propose(committed, gamma, &draft);
-      if (!s.ok()) return s;
-    }
-    stats->draft_seconds += MonotonicSeconds() - t0;
-    out.Clear();
-    v1::DraftRound* d = out.mutable_draft();
-    d->set_round(++round);
-    d->set_committed_length(static_cast<uint32_t>(committed.size()));
-    for (int32_t t : draft.tokens) d->add_token_ids(t);
-    if (!draft.probs.empty() && draft.probs.size() == draft.tokens.size() * static_cast<size_t>(vocab)) {
-      d->mutable_probs()->mutable_full()->Add(draft.probs.begin(), draft.probs.end());
-    }
-    t0 = MonotonicSeconds();
-    if (!send(out) || !stream->Read(&in)) return fail(absl::StrCat("round ", round));
-    const double wall = MonotonicSeconds() - t0;
-    stats->bytes_down += static_cast<int64_t>(in.ByteSizeLong());
-    if (in.kind_case() != v1::VerifierMessage::kVerdict || in.verdict().round() != round ||
-        in.verdict().accepted() > draft.tokens.size()) {
-      stream->WritesDone();
-      stream->Finish();
-      return absl::DataLossError(absl::StrCat("malformed verdict for round ", round));
-    }
-    const v1::Verdict& v = in.verdict();
-    const double compute = v.compute_micros() * 1e-6;
-    stats->round_trips++;
-    stats->cloud_compute_seconds += compute;
-    stats->rtt_seconds += std::max(0.0, wall - compute);
-    stats->draft_tokens += static_cast<int64_t>(draft.tokens.size());
-    stats->accepted_tokens += v.accepted();
-    std::vector<int32_t> emitted(draft.tokens.begin(), draft.tokens.begin() + v.accepted());
-    emitted.push_back(v.next_token());
-    for (int32_t token : emitted) {
-      committed.push_back(token);
-      if (token == local_.vocab().bos_id() || token == local_.vocab().eos_id()) {
-        generated = max_new_tokens;  // the end of the text
-        break;
-      }
-      emit(committed[committed.size() - 2], token);
-      ++generated;
-      stats->generated_tokens++;
-      stats->tokens_verified++;
-      if (generated == max_new_tokens) break;
-    }
+  if (channel_ == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(EdgeModeName(mode), " mode needs a verifier channel"));
   }
-  out.Clear();
-  out.mutable_close();
-  send(out);
-  stream->WritesDone();
-  return net::FromGrpcStatus(stream->Finish());
+  if (options_.tree.has_value() && drafter_ == nullptr && mode != EdgeMode::kCloud) {
+    return absl::InvalidArgumentError("draft trees need a drafter");
+  }
+  Run run(*this, prompt, max_new_tokens, emit, stats);
+  return run.Go();
 }
 
 }  // namespace tandem::edge

@@ -1,7 +1,31 @@
 // The edge side of Tandem as a library (phone apps embed it; tandem-edge is a thin CLI on top).
-// An EdgeGenerator drafts with a local drafter and has the cloud verifier accept or correct the
-// drafts over one gRPC session stream (spec mode), or decodes with the local model alone (local
-// mode). Output in spec mode is exactly the target's (greedy) or distributed as the target's.
+//
+// An EdgeGenerator produces text for a prompt in one of four modes:
+//   kSpec   the edge drafts (a chain, or a tree with `EdgeOptions::tree`) and the verifier accepts
+//           or corrects the drafts over one gRPC session stream; output = the target's.
+//   kCloud  the verifier decodes by itself and streams the tokens; output = the target's.
+//   kLocal  the edge's own model alone, no network.
+//   kAuto   kSpec while the verifier is reachable. When it is not (at the start, or it goes away
+//           mid-generation) the edge warns, continues with its local model, keeps trying to
+//           reconnect with backoff between local tokens, and resumes kSpec by replaying the
+//           accepted prefix (local tokens included).
+// In kSpec and kCloud an outage (UNAVAILABLE, DEADLINE_EXCEEDED, CANCELLED, a broken stream) is
+// retried with jittered exponential backoff for up to `retry_deadline_s`, resuming on the same or
+// a restarted verifier with a new session whose prompt is the whole accepted prefix; after that
+// Generate fails with the last error. It never falls back to local.
+// In every mode, a refusal ends the generation at once with its status: UNAUTHENTICATED,
+// PERMISSION_DENIED, TLS handshake/certificate failures, INVALID_ARGUMENT, FAILED_PRECONDITION
+// (vocabulary mismatch), NOT_FOUND (unknown model), UNIMPLEMENTED. RESOURCE_EXHAUSTED (load) is
+// retried like an outage; kAuto goes local meanwhile and says so.
+// No token is ever emitted twice or skipped across reconnects and mode changes.
+//
+// Typical use:
+//   auto channel = edge::MakeVerifierChannel("pop.example.net:443", {.ca_file = "ca.pem"});
+//   edge::EdgeOptions o;                    // kAuto, greedy, 4 drafts per round
+//   o.auth_token = *edge::ReadAuthTokenFile("token");
+//   edge::EdgeGenerator gen(local_model, drafter.get(), *channel, o);
+//   gen.Generate(prompt, 256, [&](int32_t prev, int32_t t) { ... }, &stats);
+//
 // Thread-safety: one Generate call at a time per generator.
 #ifndef TANDEM_EDGE_EDGE_GENERATOR_H_
 #define TANDEM_EDGE_EDGE_GENERATOR_H_
@@ -9,6 +33,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 
@@ -18,52 +43,78 @@
 #include "common/model/model.h"
 #include "common/model/sampler.h"
 #include "common/spec/drafter.h"
-#include "tandem/v1/verifier.grpc.pb.h"
+#include "edge/connection.h"
 
 namespace tandem::edge {
 
-enum class EdgeMode { kSpec, kLocal };
+enum class EdgeMode { kAuto, kSpec, kCloud, kLocal };
+
+// "auto", "spec", "cloud", "local".
+const char* EdgeModeName(EdgeMode mode);
 
 struct EdgeOptions {
-  EdgeMode mode = EdgeMode::kSpec;
-  int spec_tokens = 4;             // drafts per round
-  model::SamplerOptions sampler;   // greedy by default
-  std::string model_name;          // the verifier's model; empty = its default
-  double rpc_timeout_s = 30;       // deadline of the whole session stream
+  EdgeMode mode = EdgeMode::kAuto;
+  int spec_tokens = 4;                // drafts per chain round (the most, when adaptive)
+  bool adaptive_spec_tokens = false;  // pick the draft length each round from measured costs
+  std::optional<spec::TreeShape> tree;  // draft trees of this shape instead of chains
+  model::SamplerOptions sampler;        // greedy by default
+  std::string model_name;               // the verifier's model; empty = its default
+  std::string auth_token;               // sent as "authorization: Bearer <token>"; empty = none
+
+  double reply_timeout_s = 30;   // longest wait for one verifier reply; longer = an outage
+  // kAuto: the longest one connection attempt may take (it holds up local tokens meanwhile; a
+  // refused connection fails at once, a silent network takes this long).
+  double connect_timeout_s = 1;
+  double retry_deadline_s = 10;  // kSpec/kCloud: how long one outage is retried
+  double backoff_initial_s = 0.05;
+  double backoff_max_s = 1.0;
+  // kAuto: also attempt a reconnection after this many local tokens, backoff or not (0: only
+  // when the backoff expires).
+  int reconnect_every_tokens = 0;
+  // Warnings (fallback to local, resumption). Null: printed to stderr.
+  std::function<void(const std::string&)> on_warning;
 };
 
 struct EdgeStats {
   int64_t generated_tokens = 0;
-  int64_t round_trips = 0;
-  int64_t bytes_up = 0;
-  int64_t bytes_down = 0;
+  int64_t tokens_verified = 0;        // committed from verdicts (spec)
+  int64_t tokens_from_cloud = 0;      // streamed by the verifier (cloud)
+  int64_t tokens_local_fallback = 0;  // produced by the local model alone (local, auto offline)
+  int64_t round_trips = 0;            // spec: verdicts; cloud: sessions that streamed tokens
+  int64_t target_passes = 0;          // target forward passes: spec rounds + cloud tokens
+  int64_t sessions = 0;               // session streams opened
+  int64_t reconnects = 0;             // sessions opened again after a failure
+  int64_t fallbacks = 0;              // auto: switches from spec to local
+  int64_t bytes_up = 0;    // protobuf payload bytes sent (gRPC/HTTP/2/TLS framing excluded)
+  int64_t bytes_down = 0;  // and received
   int64_t draft_tokens = 0;
   int64_t accepted_tokens = 0;
-  int64_t tokens_verified = 0;        // committed from verdicts
-  int64_t tokens_local_fallback = 0;  // produced by the local model alone
-  double rtt_seconds = 0;             // round wall time minus the verifier's compute time, summed
+  int64_t rtt_samples = 0;
+  double rtt_seconds = 0;  // summed over samples: reply wall time minus the verifier's compute
   double cloud_compute_seconds = 0;
   double draft_seconds = 0;
+  double MeanRttSeconds() const { return rtt_samples > 0 ? rtt_seconds / rtt_samples : 0.0; }
 };
 
 class EdgeGenerator {
  public:
-  // `local` is the edge's model (the fallback in local mode); `drafter` proposes drafts in spec
-  // mode (may be null: no drafts, one token per round). `channel` is null in local mode.
+  // `local` is the edge's model: kLocal decodes with it, kAuto falls back to it; it must share the
+  // verifier's vocabulary. `drafter` proposes drafts in kSpec/kAuto (may be null: no drafts, one
+  // token per round; trees need one). `channel` may be null only in kLocal and kAuto (then
+  // kAuto is kLocal). All three must outlive the generator.
   EdgeGenerator(const model::Model& local, spec::Drafter* drafter,
                 std::shared_ptr<grpc::Channel> channel, const EdgeOptions& options);
+  ~EdgeGenerator();
 
   // Generates up to `max_new_tokens` after `prompt` (BOS first), stopping before BOS/EOS;
-  // `emit(prev, token)` for each committed token. Network and verifier errors come back as
-  // their gRPC status, converted (UNAVAILABLE, UNAUTHENTICATED, ...).
+  // `emit(prev, token)` for each committed token, in order, once. On error the tokens emitted so
+  // far stand; the status names the gRPC code (UNAVAILABLE, UNAUTHENTICATED, ...).
+  // `stats` is added to.
   absl::Status Generate(std::span<const int32_t> prompt, int max_new_tokens,
                         const std::function<void(int32_t, int32_t)>& emit, EdgeStats* stats);
 
  private:
-  absl::Status GenerateSpec(std::span<const int32_t> prompt, int max_new_tokens,
-                            const std::function<void(int32_t, int32_t)>& emit, EdgeStats* stats);
-  absl::Status GenerateLocal(std::span<const int32_t> prompt, int max_new_tokens,
-                             const std::function<void(int32_t, int32_t)>& emit, EdgeStats* stats);
+  class Run;  // one Generate call
 
   const model::Model& local_;
   spec::Drafter* drafter_;

@@ -1,12 +1,29 @@
-// tandem-edge: generate text on the edge with drafts verified by a remote tandem-verifier.
+// tandem-edge: generate text on the edge, with a remote tandem-verifier when there is one.
 //
 //   tandem-edge generate --verifier HOST:PORT --model M [--tokenizer T] [--prompt P]
 //       [--max-tokens N] [--temperature X] [--top-k K] [--top-p P] [--seed S]
-//       [--mode spec|local] [--draft-model F | --draft early-exit:K | --draft ngram:N]
-//       [--spec-tokens G] [--stats-json F] [--timeout-s S]
+//       [--mode auto|spec|cloud|local]                      (default auto)
+//       [--draft-model F | --draft early-exit:K | --draft ngram:N]
+//       [--spec-tokens G|auto] [--tree static:K,D|dynamic:N]
+//       [--tls-ca F [--tls-cert F --tls-key F] [--tls-server-name NAME]]
+//       [--auth-token-file F] [--retry-deadline-s S] [--timeout-s S] [--connect-timeout-s S]
+//       [--stats-json F]
 //
-// Prints like `tandem-model generate`. In spec mode a verifier error (unreachable, refused) ends
-// the run with a non-zero exit and the status on stderr; local mode needs no verifier.
+// Modes (see edge/edge_generator.h):
+//   spec   the edge drafts (chains, or trees with --tree), the verifier verifies; exact.
+//   cloud  the verifier decodes alone and streams tokens; exact.
+//   local  the edge model alone (--model); no verifier needed.
+//   auto   spec while the verifier is reachable; otherwise the edge model, with a warning,
+//          reconnecting in the background and resuming spec when the verifier is back.
+// In spec and cloud, an outage is retried (backoff, resumed on a new session) for up to
+// --retry-deadline-s (default 10), then the run fails. Refused credentials (UNAUTHENTICATED,
+// PERMISSION_DENIED, TLS/certificate failures), a model or vocabulary mismatch and bad requests
+// end every mode at once, never with a fallback. --timeout-s (default 30) is the longest wait
+// for one reply. --auth-token-file holds the bearer token alone (whitespace trimmed).
+//
+// Prints like `tandem-model generate`: the prompt, then the text as it is committed, on stdout;
+// warnings and errors (`tandem-edge: error: CODE: message`) on stderr. Exit 0 on success, 2 for
+// bad flags, 1 for any other error.
 #include <cstdio>
 #include <fstream>
 
@@ -32,42 +49,107 @@ void PrintPiece(const std::string& piece) {
   std::fflush(stdout);
 }
 
+absl::StatusOr<edge::EdgeMode> ParseMode(const std::string& mode) {
+  for (edge::EdgeMode m : {edge::EdgeMode::kAuto, edge::EdgeMode::kSpec, edge::EdgeMode::kCloud,
+                           edge::EdgeMode::kLocal}) {
+    if (mode == edge::EdgeModeName(m)) return m;
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("--mode must be auto, spec, cloud or local, got '", mode, "'"));
+}
+
+void WriteStatsJson(const std::string& path, edge::EdgeMode mode, size_t prompt_tokens,
+                    const edge::EdgeStats& s) {
+  std::ofstream js(path, std::ios::trunc);
+  js << absl::StrFormat(
+      "{\n  \"mode\": \"%s\",\n  \"prompt_tokens\": %d,\n  \"generated_tokens\": %d,\n"
+      "  \"tokens_verified\": %d,\n  \"tokens_from_cloud\": %d,\n"
+      "  \"tokens_local_fallback\": %d,\n  \"round_trips\": %d,\n  \"target_passes\": %d,\n"
+      "  \"sessions\": %d,\n  \"reconnects\": %d,\n  \"fallbacks\": %d,\n"
+      "  \"bytes_up\": %d,\n  \"bytes_down\": %d,\n"
+      "  \"rtt_mean_seconds\": %.6f,\n  \"rtt_total_seconds\": %.6f,\n"
+      "  \"cloud_compute_seconds\": %.6f,\n  \"draft_seconds\": %.6f,\n"
+      "  \"draft_tokens\": %d,\n  \"accepted_tokens\": %d\n}\n",
+      edge::EdgeModeName(mode), prompt_tokens, s.generated_tokens, s.tokens_verified,
+      s.tokens_from_cloud, s.tokens_local_fallback, s.round_trips, s.target_passes, s.sessions,
+      s.reconnects, s.fallbacks, s.bytes_up, s.bytes_down, s.MeanRttSeconds(), s.rtt_seconds,
+      s.cloud_compute_seconds, s.draft_seconds, s.draft_tokens, s.accepted_tokens);
+}
+
 int Generate(const std::vector<std::string>& args) {
-  auto flags = Flags::Parse(args, {"verifier", "model", "tokenizer", "prompt", "max-tokens",
-                                   "temperature", "top-k", "top-p", "seed", "mode", "draft-model",
-                                   "draft", "spec-tokens", "stats-json", "timeout-s"});
+  auto flags = Flags::Parse(
+      args, {"verifier", "model", "tokenizer", "prompt", "max-tokens", "temperature", "top-k",
+             "top-p", "seed", "mode", "draft-model", "draft", "spec-tokens", "tree", "stats-json",
+             "timeout-s", "connect-timeout-s", "retry-deadline-s", "tls-ca", "tls-cert",
+             "tls-key", "tls-server-name", "auth-token-file"});
   if (!flags.ok()) return Fail(flags.status());
   if (!flags->Has("model")) return Fail(absl::InvalidArgumentError("--model FILE is required"));
-  edge::EdgeOptions o;
-  const std::string mode = flags->String("mode", "spec");
-  if (mode == "spec") {
-    o.mode = edge::EdgeMode::kSpec;
-    if (!flags->Has("verifier")) return Fail(absl::InvalidArgumentError("spec mode needs --verifier HOST:PORT"));
-  } else if (mode == "local") {
-    o.mode = edge::EdgeMode::kLocal;
-  } else {
-    return Fail(absl::InvalidArgumentError(absl::StrCat(
-        "--mode must be spec or local (auto and cloud are not implemented yet), got '", mode, "'")));
+  if (flags->Has("draft-model") && flags->Has("draft")) {
+    return Fail(absl::InvalidArgumentError("give either --draft-model or --draft, not both"));
   }
+  edge::EdgeOptions o;
+  absl::StatusOr<edge::EdgeMode> mode = ParseMode(flags->String("mode", "auto"));
+  if (!mode.ok()) return Fail(mode.status());
+  o.mode = *mode;
+  if ((o.mode == edge::EdgeMode::kSpec || o.mode == edge::EdgeMode::kCloud) &&
+      !flags->Has("verifier")) {
+    return Fail(absl::InvalidArgumentError(
+        absl::StrCat(edge::EdgeModeName(o.mode), " mode needs --verifier HOST:PORT")));
+  }
+  o.adaptive_spec_tokens = flags->String("spec-tokens") == "auto";
   auto max_tokens = flags->Int("max-tokens", 256, 0, 1 << 24);
-  auto gamma = flags->Int("spec-tokens", 4, 0, 64);
+  auto gamma = o.adaptive_spec_tokens ? absl::StatusOr<int64_t>(8)
+                                      : flags->Int("spec-tokens", 4, 0, 64);
   auto top_k = flags->Int("top-k", 0, 0, 1 << 24);
   auto temperature = flags->Double("temperature", 0.0);
   auto top_p = flags->Double("top-p", 1.0);
   auto seed = flags->Uint64("seed", 0);
-  auto timeout = flags->Double("timeout-s", 60.0);
-  for (const absl::Status& s : {max_tokens.status(), gamma.status(), top_k.status(),
-                                temperature.status(), top_p.status(), seed.status(),
-                                timeout.status()}) {
+  auto timeout = flags->Double("timeout-s", 30.0);
+  auto connect_timeout = flags->Double("connect-timeout-s", 1.0);
+  auto retry_deadline = flags->Double("retry-deadline-s", 10.0);
+  for (const absl::Status& s :
+       {max_tokens.status(), gamma.status(), top_k.status(), temperature.status(),
+        top_p.status(), seed.status(), timeout.status(), connect_timeout.status(),
+        retry_deadline.status()}) {
     if (!s.ok()) return Fail(s);
+  }
+  if (*timeout <= 0 || *connect_timeout <= 0 || *retry_deadline < 0) {
+    return Fail(absl::InvalidArgumentError(
+        "--timeout-s and --connect-timeout-s must be > 0, --retry-deadline-s >= 0"));
   }
   o.spec_tokens = static_cast<int>(*gamma);
   o.sampler.temperature = static_cast<float>(*temperature);
   o.sampler.top_k = static_cast<int>(*top_k);
   o.sampler.top_p = static_cast<float>(*top_p);
   o.sampler.seed = *seed;
-  o.rpc_timeout_s = *timeout;
+  o.reply_timeout_s = *timeout;
+  o.connect_timeout_s = *connect_timeout;
+  o.retry_deadline_s = *retry_deadline;
   if (absl::Status s = model::ValidateSamplerOptions(o.sampler); !s.ok()) return Fail(s);
+  if (flags->Has("tree")) {
+    absl::StatusOr<spec::TreeShape> tree = spec::ParseTreeShape(flags->String("tree"));
+    if (!tree.ok()) return Fail(tree.status());
+    o.tree = *tree;
+  }
+  if (flags->Has("auth-token-file")) {
+    absl::StatusOr<std::string> token = edge::ReadAuthTokenFile(flags->String("auth-token-file"));
+    if (!token.ok()) return Fail(token.status());
+    o.auth_token = *token;
+  }
+  // The channel is made (and the TLS files read) before the models load: bad flags fail fast.
+  std::shared_ptr<grpc::Channel> channel;
+  if (o.mode != edge::EdgeMode::kLocal && flags->Has("verifier")) {
+    net::ClientTlsOptions tls;
+    tls.ca_file = flags->String("tls-ca");
+    tls.cert_file = flags->String("tls-cert");
+    tls.key_file = flags->String("tls-key");
+    tls.server_name_override = flags->String("tls-server-name");
+    auto ch = edge::MakeVerifierChannel(flags->String("verifier"), tls);
+    if (!ch.ok()) return Fail(ch.status());
+    channel = *ch;
+  } else if (o.mode == edge::EdgeMode::kAuto) {
+    std::fprintf(stderr, "tandem-edge: warning: no --verifier: generating with the local model\n");
+  }
 
   model::ModelLoadOptions mo;
   mo.path = flags->String("model");
@@ -100,10 +182,6 @@ int Generate(const std::vector<std::string>& args) {
     if (!dr.ok()) return Fail(dr.status());
     drafter = std::move(*dr);
   }
-  std::shared_ptr<grpc::Channel> channel;
-  if (o.mode == edge::EdgeMode::kSpec) {
-    channel = grpc::CreateChannel(flags->String("verifier"), grpc::InsecureChannelCredentials());
-  }
   edge::EdgeGenerator gen(**local, drafter.get(), channel, o);
   const model::Vocab& vocab = (*local)->vocab();
   std::vector<int32_t> prompt = vocab.Encode(flags->String("prompt"), true);
@@ -115,23 +193,17 @@ int Generate(const std::vector<std::string>& args) {
                                 &stats);
   std::printf("\n");
   std::fflush(stdout);
+  if (flags->Has("stats-json")) WriteStatsJson(flags->String("stats-json"), o.mode, prompt.size(), stats);
   if (!s.ok()) return Fail(s);
-  std::fprintf(stderr, "tandem-edge: %lld tokens, %lld round trips, %lld bytes up, %lld down\n",
+  std::fprintf(stderr,
+               "tandem-edge: %lld tokens (%lld verified, %lld from the cloud, %lld local), %lld "
+               "round trips, %lld reconnects, %lld bytes up, %lld down\n",
                static_cast<long long>(stats.generated_tokens),
-               static_cast<long long>(stats.round_trips), static_cast<long long>(stats.bytes_up),
-               static_cast<long long>(stats.bytes_down));
-  if (flags->Has("stats-json")) {
-    std::ofstream js(flags->String("stats-json"), std::ios::trunc);
-    js << absl::StrFormat(
-        "{\n  \"mode\": \"%s\",\n  \"prompt_tokens\": %d,\n  \"generated_tokens\": %d,\n"
-        "  \"round_trips\": %d,\n  \"bytes_up\": %d,\n  \"bytes_down\": %d,\n"
-        "  \"rtt_seconds\": %.6f,\n  \"cloud_compute_seconds\": %.6f,\n"
-        "  \"draft_tokens\": %d,\n  \"accepted_tokens\": %d,\n  \"tokens_verified\": %d,\n"
-        "  \"tokens_from_cloud\": 0,\n  \"tokens_local_fallback\": %d\n}\n",
-        mode, prompt.size(), stats.generated_tokens, stats.round_trips, stats.bytes_up,
-        stats.bytes_down, stats.rtt_seconds, stats.cloud_compute_seconds, stats.draft_tokens,
-        stats.accepted_tokens, stats.tokens_verified, stats.tokens_local_fallback);
-  }
+               static_cast<long long>(stats.tokens_verified),
+               static_cast<long long>(stats.tokens_from_cloud),
+               static_cast<long long>(stats.tokens_local_fallback),
+               static_cast<long long>(stats.round_trips), static_cast<long long>(stats.reconnects),
+               static_cast<long long>(stats.bytes_up), static_cast<long long>(stats.bytes_down));
   return 0;
 }
 

@@ -53,8 +53,14 @@ absl::StatusOr<std::unique_ptr<MetricsEndpoint>> MetricsEndpoint::Start(const st
 
 MetricsEndpoint::~MetricsEndpoint() = default;
 
-void MetricsEndpoint::Register(const std::shared_ptr<prometheus::Registry>& registry) {
-  exposer_->RegisterCollectable(registry);
+void MetricsEndpoint::Register(const std::shared_ptr<prometheus::Registry>& registry,
+                               const std::string& path) {
+  exposer_->RegisterCollectable(registry, path);
+}
+
+void MetricsEndpoint::Unregister(const std::shared_ptr<prometheus::Registry>& registry,
+                                 const std::string& path) {
+  exposer_->RemoveCollectable(registry, path);
 }
 
 }  // namespace tandem::obs

@@ -41,8 +41,12 @@ class MetricsEndpoint {
   static absl::StatusOr<std::unique_ptr<MetricsEndpoint>> Start(const std::string& listen);
   ~MetricsEndpoint();
 
-  // The registry is held weakly: the owner keeps it alive while it is served.
-  void Register(const std::shared_ptr<prometheus::Registry>& registry);
+  // The registry is held weakly: the owner keeps it alive while it is served. Several registries
+  // on one path are served together.
+  void Register(const std::shared_ptr<prometheus::Registry>& registry,
+                const std::string& path = "/metrics");
+  void Unregister(const std::shared_ptr<prometheus::Registry>& registry,
+                  const std::string& path = "/metrics");
   int port() const { return port_; }  // the bound port
 
  private:

@@ -275,4 +275,33 @@ absl::StatusOr<std::unique_ptr<Drafter>> CreateDrafterFromSpec(const std::string
   return std::unique_ptr<Drafter>(std::move(d));
 }
 
+absl::StatusOr<TreeShape> ParseTreeShape(const std::string& text) {
+  TreeShape t;
+  auto bad = [&] {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--tree must be static:K,D (K children per node, depth D) or dynamic:BUDGET, got '", text,
+        "'"));
+  };
+  size_t colon = text.find(':');
+  if (colon == std::string::npos) return bad();
+  const std::string kind = text.substr(0, colon), args = text.substr(colon + 1);
+  if (kind == "static") {
+    size_t comma = args.find(',');
+    if (comma == std::string::npos || !absl::SimpleAtoi(args.substr(0, comma), &t.width) ||
+        !absl::SimpleAtoi(args.substr(comma + 1), &t.depth) || t.width < 1 || t.width > 16 ||
+        t.depth < 1 || t.depth > 16) {
+      return bad();
+    }
+    t.kind = TreeShape::Kind::kStatic;
+  } else if (kind == "dynamic") {
+    if (!absl::SimpleAtoi(args, &t.budget) || t.budget < 1 || t.budget > 256) return bad();
+    t.kind = TreeShape::Kind::kDynamic;
+    t.width = 4;  // frontier nodes expanded per depth, and children per expanded node
+    t.depth = std::min(t.budget, 8);
+  } else {
+    return bad();
+  }
+  return t;
+}
+
 }  // namespace tandem::spec

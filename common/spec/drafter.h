@@ -136,6 +136,10 @@ absl::StatusOr<std::unique_ptr<Drafter>> CreateDrafterFromSpec(const std::string
                                                                model::ThreadPool* pool,
                                                                ModelDrafterOptions options);
 
+// Parses a tree shape's command-line spelling: "static:K,D" (K children per node, depth D) or
+// "dynamic:BUDGET" (EAGLE-2 style, BUDGET nodes). InvalidArgument names the accepted forms.
+absl::StatusOr<TreeShape> ParseTreeShape(const std::string& text);
+
 }  // namespace tandem::spec
 
 #endif  // TANDEM_COMMON_SPEC_DRAFTER_H_

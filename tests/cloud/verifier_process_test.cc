@@ -11,8 +11,11 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include "common/net/auth.h"
+#include "common/net/tls.h"
 #include "gtest/gtest.h"
 #include "tandem/v1/verifier.grpc.pb.h"
+#include "tests/cloud/http_get.h"
 #include "tests/test_util.h"
 
 namespace tandem {
@@ -114,7 +117,8 @@ TEST(VerifierProcessTest, ServesAndDrainsOnSigterm) {
 TEST(VerifierProcessTest, EdgeWithoutAVerifierFailsClearly) {
   std::string dir = testing::TempDir();
   const std::string edge = std::string(TANDEM_BIN_DIR) +
-                           "/tandem-edge generate --verifier 127.0.0.1:1 --timeout-s 2 --model " +
+                           "/tandem-edge generate --mode spec --verifier 127.0.0.1:1 --retry-deadline-s 1 "
+                           "--timeout-s 2 --model " +
                            testing::ModelPath("stories260K.bin") + " --max-tokens 5 >/dev/null 2>" +
                            dir + "/err";
   int status = system(edge.c_str());
@@ -135,6 +139,134 @@ TEST(VerifierProcessTest, BadFlagsExitWithAMessage) {
   pid = Spawn({kBin, "--model", testing::ModelPath("stories260K.bin"), "--max-sessions", "0"},
               dir + "/err3");
   EXPECT_EQ(WaitExit(pid, 10), 2);
+}
+
+// Reads the port file the verifier writes once serving: gRPC port, then metrics port.
+bool ReadPorts(const std::string& path, int* grpc_port, int* metrics_port) {
+  for (int i = 0; i < 3000; ++i) {
+    std::ifstream in(path);
+    if (in >> *grpc_port >> *metrics_port && *grpc_port > 0) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return false;
+}
+
+TEST(VerifierProcessTest, StartsFromAConfigFileWithTlsAuthAndMetrics) {
+  const std::string dir = testing::TempDir();
+  testing::TestPki pki = testing::MintTestPki(dir);
+  std::ofstream(dir + "/tokens") << "# tenants\nacme:s3cret\n";
+  // Relative paths are taken from the config file's directory.
+  std::ofstream(dir + "/verifier.yaml")
+      << "listen: 127.0.0.1:0\n"
+      << "model: " << testing::ModelPath("stories260K.bin") << "\n"
+      << "metrics_listen: 127.0.0.1:0\n"
+      << "port_file: ports\n"
+      << "tls:\n  cert: server.pem\n  key: server.key\n"
+      << "auth:\n  tokens_file: tokens\n"
+      << "limits:\n  max_sessions: 4\n  idle_ttl_s: 30\n"
+      << "tenants:\n  acme:\n    max_sessions: 2\n";
+  pid_t pid = Spawn({kBin, "--config", dir + "/verifier.yaml", "--name", "tiny-stories", "--grace-s", "2"},
+                    dir + "/stderr");
+  int port = 0, metrics_port = 0;
+  ASSERT_TRUE(ReadPorts(dir + "/ports", &port, &metrics_port))
+      << testing::ReadFileOrDie(dir + "/stderr");
+  ASSERT_GT(metrics_port, 0);
+
+  net::ClientTlsOptions tls;
+  tls.ca_file = pki.ca;
+  auto channel = net::MakeChannel("localhost:" + std::to_string(port), tls);
+  ASSERT_TRUE(channel.ok()) << channel.status();
+  auto stub = v1::Verifier::NewStub(*channel);
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    v1::ServerInfo info;
+    EXPECT_EQ(stub->GetInfo(&ctx, v1::GetInfoRequest(), &info).error_code(),
+              grpc::StatusCode::UNAUTHENTICATED);
+  }
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    ctx.AddMetadata(net::kAuthorizationMetadata, net::BearerValue("s3cret"));
+    v1::ServerInfo info;
+    grpc::Status s = stub->GetInfo(&ctx, v1::GetInfoRequest(), &info);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    EXPECT_EQ(info.models(0).name(), "tiny-stories");  // the flag overrode the file
+    EXPECT_EQ(info.limits().max_sessions(), 4u);
+    EXPECT_EQ(info.limits().idle_ttl_seconds(), 30u);
+  }
+  // A cloud-mode session over TLS: "Once" continues as the golden text does.
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    ctx.AddMetadata(net::kAuthorizationMetadata, net::BearerValue("s3cret"));
+    auto stream = stub->Session(&ctx);
+    v1::EdgeMessage m;
+    m.mutable_open()->set_mode(v1::MODE_CLOUD);
+    m.mutable_open()->set_model("tiny-stories");
+    m.mutable_open()->set_max_new_tokens(1);
+    ASSERT_TRUE(stream->Write(m));
+    v1::VerifierMessage r;
+    ASSERT_TRUE(stream->Read(&r));
+    m.Clear();
+    m.mutable_prompt()->add_token_ids(1);
+    ASSERT_TRUE(stream->Write(m));
+    std::vector<int32_t> tokens;
+    while (stream->Read(&r)) {
+      for (int32_t t : r.tokens().token_ids()) tokens.push_back(t);
+    }
+    grpc::Status s = stream->Finish();
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    EXPECT_EQ(tokens, std::vector<int32_t>{403});  // "Once"
+  }
+  // The metrics endpoint counts it once the session is freed.
+  std::map<std::string, double> metrics;
+  const std::string ok_series = testing::SeriesKey("tandem_sessions_total", {{"outcome", "ok"}});
+  for (int i = 0; i < 3000 && metrics[ok_series] != 1; ++i) {
+    testing::HttpResponse r = testing::HttpGet(metrics_port, "/metrics");
+    ASSERT_EQ(r.status, 200);
+    metrics = testing::ParsePrometheusText(r.body);
+    if (metrics[ok_series] != 1) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(metrics[ok_series], 1);
+  EXPECT_EQ(metrics[testing::SeriesKey("tandem_generated_tokens_total", {{"mode", "cloud"}})], 1);
+  EXPECT_EQ(metrics[testing::SeriesKey("tandem_rejections_total", {{"reason", "unauthenticated"}})], 1);
+  EXPECT_EQ(metrics["tandem_sessions_active"], 0);
+
+  kill(pid, SIGTERM);
+  EXPECT_EQ(WaitExit(pid, 10), 0) << testing::ReadFileOrDie(dir + "/stderr");
+  const std::string log = testing::ReadFileOrDie(dir + "/stderr");
+  EXPECT_NE(log.find("tls on"), std::string::npos) << log;
+  EXPECT_NE(log.find("metrics on port " + std::to_string(metrics_port)), std::string::npos) << log;
+  EXPECT_NE(log.find("session s1 end: tenant=acme mode=cloud outcome=ok"), std::string::npos) << log;
+  EXPECT_NE(log.find("draining"), std::string::npos);
+}
+
+TEST(VerifierProcessTest, BadConfigurationExitsTwoWithAMessage) {
+  const std::string dir = testing::TempDir();
+  auto run = [&](const std::vector<std::string>& args, const std::string& want) {
+    std::vector<std::string> argv = {kBin};
+    argv.insert(argv.end(), args.begin(), args.end());
+    pid_t pid = Spawn(argv, dir + "/err");
+    EXPECT_EQ(WaitExit(pid, 10), 2) << want;
+    const std::string err = testing::ReadFileOrDie(dir + "/err");
+    EXPECT_NE(err.find(want), std::string::npos) << err;
+  };
+  std::ofstream(dir + "/unknown.yaml") << "model: m.bin\nlimits:\n  max_sesions: 3\n";
+  run({"--config", dir + "/unknown.yaml"}, "unknown.yaml:3: unknown key 'limits.max_sesions'");
+  std::ofstream(dir + "/type.yaml") << "threads: two\n";
+  run({"--config", dir + "/type.yaml"}, "'threads' must be an integer, got 'two'");
+  std::ofstream(dir + "/range.yaml") << "limits:\n  idle_ttl_s: -5\n";
+  run({"--config", dir + "/range.yaml"}, "'limits.idle_ttl_s' must be in");
+  run({"--config", dir + "/missing.yaml"}, "cannot read the config file");
+  std::ofstream(dir + "/tokens") << "acme:a\nacme\n";
+  run({"--model", testing::ModelPath("stories260K.bin"), "--auth-tokens-file", dir + "/tokens"},
+      dir + "/tokens:2: expected 'tenant:token'");
+  run({"--model", testing::ModelPath("stories260K.bin"), "--tls-cert", dir + "/nope.pem", "--tls-key",
+       dir + "/nope.key"},
+      "nope.pem");
+  run({"--model", testing::ModelPath("stories260K.bin"), "--metrics-listen", "9464"},
+      "is not HOST:PORT");
 }
 
 }  // namespace

@@ -8,9 +8,11 @@
 #include <grpcpp/grpcpp.h>
 
 #include "common/model/model_writer.h"
+#include "common/obs/metrics.h"
 #include "common/spec/drafter.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/cloud/http_get.h"
 #include "tests/greedy_reference.h"
 #include "tests/test_util.h"
 
@@ -47,7 +49,7 @@ class VerifierServiceTest : public ::testing::Test {
     int port = 0;
     builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
     builder.RegisterService(service_.get());
-    builder.SetMaxReceiveMessageSize(limits.max_message_bytes);
+    builder.SetMaxReceiveMessageSize(service_->transport_max_message_bytes());
     server_ = builder.BuildAndStart();
     ASSERT_NE(server_, nullptr);
     ASSERT_GT(port, 0);
@@ -222,8 +224,44 @@ TEST_F(VerifierServiceTest, BadInputGetsPreciseStatusesWhileAGoodSessionFinishes
   nan.mutable_draft()->mutable_probs()->add_sparse()->add_token_ids(5);
   nan.mutable_draft()->mutable_probs()->mutable_sparse(0)->add_probs(NAN);
   expect(SendBad({Prompt({1, 5}), nan}), C::INVALID_ARGUMENT, "draft q");
-  v1::EdgeMessage huge = Prompt(std::vector<int32_t>(300000, 300));  // 2 bytes each: > 1 MiB
-  EXPECT_EQ(SendBad({huge}).error_code(), C::RESOURCE_EXHAUSTED);
+  v1::EdgeMessage nan_full = Draft(1, 2, {5});
+  for (int i = 0; i < 512; ++i) nan_full.mutable_draft()->mutable_probs()->add_full(i == 9 ? NAN : 0.001f);
+  expect(SendBad({Prompt({1, 5}), nan_full}), C::INVALID_ARGUMENT, "draft q holds nan");
+  v1::EdgeMessage negative = Draft(1, 2, {5});
+  negative.mutable_draft()->mutable_probs()->add_sparse()->add_token_ids(5);
+  negative.mutable_draft()->mutable_probs()->mutable_sparse(0)->add_probs(-0.5f);
+  expect(SendBad({Prompt({1, 5}), negative}), C::INVALID_ARGUMENT, "not a token probability");
+  // 300000 ids of 2 bytes: under the 1 MiB message limit, but far over the context.
+  expect(SendBad({Prompt(std::vector<int32_t>(300000, 300))}), C::RESOURCE_EXHAUSTED, "no room");
+  // 600000 ids of 2 bytes: over the 1 MiB message limit.
+  expect(SendBad({Prompt(std::vector<int32_t>(600000, 300))}), C::RESOURCE_EXHAUSTED,
+         "bytes is over the limit of 1048576 bytes");
+  {
+    grpc::ClientContext ctx;
+    auto stream = stub_->Session(&ctx);
+    v1::EdgeMessage m;
+    m.mutable_open()->set_mode(v1::MODE_SPLIT);
+    stream->Write(m);
+    stream->WritesDone();
+    v1::VerifierMessage reply;
+    while (stream->Read(&reply)) {
+    }
+    expect(stream->Finish(), C::UNIMPLEMENTED, "MODE_SPLIT is not served");
+  }
+  {
+    grpc::ClientContext ctx;
+    auto stream = stub_->Session(&ctx);
+    v1::EdgeMessage m;
+    m.mutable_open()->set_mode(v1::MODE_SPEC);
+    m.mutable_open()->mutable_sampling()->set_temperature(-1);
+    stream->Write(m);
+    stream->WritesDone();
+    v1::VerifierMessage reply;
+    while (stream->Read(&reply)) {
+    }
+    expect(stream->Finish(), C::INVALID_ARGUMENT, "temperature");
+  }
+  expect(SendBad({Prompt({1, 5}), v1::EdgeMessage()}), C::INVALID_ARGUMENT, "empty message");
   good_session.join();
   EXPECT_EQ(good, want);
   // Every session, good or bad, was freed.
@@ -231,6 +269,27 @@ TEST_F(VerifierServiceTest, BadInputGetsPreciseStatusesWhileAGoodSessionFinishes
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   EXPECT_EQ(service_->active_sessions(), 0);
+  // Every refusal is counted under its reason.
+  auto metrics = tandem::testing::ParsePrometheusText(obs::RenderText(*service_->metrics().registry()));
+  auto rejected = [&](const char* reason) {
+    return metrics[tandem::testing::SeriesKey("tandem_rejections_total", {{"reason", reason}})];
+  };
+  EXPECT_EQ(rejected("bad_token"), 2);
+  EXPECT_EQ(rejected("empty_prompt"), 1);
+  EXPECT_EQ(rejected("draft_too_long"), 1);
+  EXPECT_EQ(rejected("tree_too_large"), 1);
+  EXPECT_EQ(rejected("bad_tree"), 1);
+  EXPECT_EQ(rejected("out_of_order"), 3);  // round 2 first, draft before prompt, prompt before open
+  EXPECT_EQ(rejected("committed_mismatch"), 1);
+  EXPECT_EQ(rejected("unknown_model"), 1);
+  EXPECT_EQ(rejected("bad_probs"), 3);
+  EXPECT_EQ(rejected("context_full"), 1);
+  EXPECT_EQ(rejected("message_too_large"), 1);
+  EXPECT_EQ(rejected("unsupported_mode"), 1);
+  EXPECT_EQ(rejected("bad_sampling"), 1);
+  EXPECT_EQ(rejected("bad_message"), 1);
+  EXPECT_EQ(rejected("other"), 0);
+  EXPECT_EQ(metrics[tandem::testing::SeriesKey("tandem_sessions_total", {{"outcome", "ok"}})], 1);
 }
 
 }  // namespace

@@ -72,6 +72,7 @@ TEST_F(EdgeGeneratorTest, SpecModeGivesTheTargetTextInFewerRoundTrips) {
     std::vector<int32_t> prompt = target_->vocab().Encode(text, true);
     auto drafter = std::move(*spec::ModelDrafter::Create(*edge_model_, nullptr, {}));
     EdgeOptions o;
+    o.mode = EdgeMode::kSpec;
     o.spec_tokens = 4;
     EdgeGenerator gen(*edge_model_, drafter.get(), channel_, o);
     EdgeStats stats;
@@ -104,18 +105,27 @@ TEST_F(EdgeGeneratorTest, MismatchedOrUnreachableVerifierIsAClearError) {
   o.path = tandem::testing::ModelPath("llama-2-tiny-random.gguf");
   auto other = model::Model::Load(o);
   ASSERT_TRUE(other.ok());
-  EdgeGenerator gen(**other, nullptr, channel_, EdgeOptions{});
   EdgeStats stats;
   std::vector<int32_t> prompt = {1, 15043};
-  absl::Status s = gen.Generate(prompt, 5, [](int32_t, int32_t) {}, &stats);
-  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
-  EXPECT_NE(std::string(s.message()).find("vocabulary"), std::string::npos);
+  for (EdgeMode mode : {EdgeMode::kSpec, EdgeMode::kAuto}) {  // a mismatch is no outage
+    EdgeOptions mo;
+    mo.mode = mode;
+    EdgeGenerator gen(**other, nullptr, channel_, mo);
+    int emitted = 0;
+    absl::Status s = gen.Generate(prompt, 5, [&](int32_t, int32_t) { ++emitted; }, &stats);
+    EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+    EXPECT_NE(std::string(s.message()).find("vocabulary"), std::string::npos);
+    EXPECT_EQ(emitted, 0);
+  }
+  EXPECT_EQ(stats.fallbacks, 0);
 
   server_->Shutdown();  // nobody listens any more
   EdgeOptions eo;
-  eo.rpc_timeout_s = 2;
+  eo.mode = EdgeMode::kSpec;
+  eo.reply_timeout_s = 2;
+  eo.retry_deadline_s = 0.5;
   EdgeGenerator gone(*edge_model_, nullptr, channel_, eo);
-  s = gone.Generate(std::vector<int32_t>{1}, 5, [](int32_t, int32_t) {}, &stats);
+  absl::Status s = gone.Generate(std::vector<int32_t>{1}, 5, [](int32_t, int32_t) {}, &stats);
   EXPECT_TRUE(s.code() == absl::StatusCode::kUnavailable ||
               s.code() == absl::StatusCode::kDeadlineExceeded) << s;
 }

@@ -13,39 +13,6 @@
 #include "tools/tandem_model/commands.h"
 
 namespace tandem::tools {
-namespace {
-
-// Parses "static:K,D" / "dynamic:BUDGET".
-absl::StatusOr<spec::TreeShape> ParseTree(const std::string& text) {
-  spec::TreeShape t;
-  auto bad = [&] {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--tree must be static:K,D (K children per node, depth D) or dynamic:BUDGET, got '", text,
-        "'"));
-  };
-  size_t colon = text.find(':');
-  if (colon == std::string::npos) return bad();
-  const std::string kind = text.substr(0, colon), args = text.substr(colon + 1);
-  if (kind == "static") {
-    size_t comma = args.find(',');
-    if (comma == std::string::npos || !absl::SimpleAtoi(args.substr(0, comma), &t.width) ||
-        !absl::SimpleAtoi(args.substr(comma + 1), &t.depth) || t.width < 1 || t.width > 16 ||
-        t.depth < 1 || t.depth > 16) {
-      return bad();
-    }
-    t.kind = spec::TreeShape::Kind::kStatic;
-  } else if (kind == "dynamic") {
-    if (!absl::SimpleAtoi(args, &t.budget) || t.budget < 1 || t.budget > 256) return bad();
-    t.kind = spec::TreeShape::Kind::kDynamic;
-    t.width = 4;  // frontier nodes expanded per depth, and children per expanded node
-    t.depth = std::min(t.budget, 8);
-  } else {
-    return bad();
-  }
-  return t;
-}
-
-}  // namespace
 
 int GenerateSpeculative(const Flags& flags, const model::Model& target,
                         const std::vector<int32_t>& prompt, int max_tokens,
@@ -86,7 +53,7 @@ int GenerateSpeculative(const Flags& flags, const model::Model& target,
   options.spec_tokens = static_cast<int>(*gamma);
   options.adaptive = adaptive;
   if (flags.Has("tree")) {
-    absl::StatusOr<spec::TreeShape> tree = ParseTree(flags.String("tree"));
+    absl::StatusOr<spec::TreeShape> tree = spec::ParseTreeShape(flags.String("tree"));
     if (!tree.ok()) return Fail(tree.status());
     options.tree = *tree;
   }

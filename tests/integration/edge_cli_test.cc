@@ -1,0 +1,324 @@
+// tandem-edge and tandem-verifier as users run them, as separate processes on loopback:
+// TLS with a bearer token works in auto (spec) and cloud modes and prints the golden text; a
+// wrong token, a plaintext edge against the TLS verifier and a wrong CA exit non-zero with the
+// gRPC code and print no local text; without a verifier auto prints the local model's text and
+// strict spec fails after its retry deadline; a verifier killed with SIGKILL mid-generation and
+// restarted on the same port does not change a strict spec run's text.
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <thread>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "tests/test_util.h"
+
+namespace tandem {
+namespace {
+
+const std::string kVerifier = std::string(TANDEM_BIN_DIR) + "/tandem-verifier";
+const std::string kEdge = std::string(TANDEM_BIN_DIR) + "/tandem-edge";
+constexpr char kZooText[] =
+    "Zoo was a little girl named Lily. She loved to play outside in the park. One day, she saw a "
+    "big, red ball. She wanted to play with it, but she didn't want to play with\n";
+
+// A child process; stdout through a pipe (when asked), stderr to a file.
+struct Child {
+  pid_t pid = -1;
+  int out = -1;  // read end of the child's stdout
+};
+
+Child Spawn(const std::vector<std::string>& args, const std::string& err_file, bool pipe_out) {
+  int fds[2] = {-1, -1};
+  if (pipe_out) {
+    EXPECT_EQ(pipe(fds), 0);
+  }
+  Child c;
+  c.pid = fork();
+  if (c.pid == 0) {
+    int err = open(err_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    dup2(err, 2);
+    if (pipe_out) {
+      dup2(fds[1], 1);
+      close(fds[0]);
+    } else {
+      int null = open("/dev/null", O_WRONLY);
+      dup2(null, 1);
+    }
+    std::vector<char*> argv;
+    for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  if (pipe_out) {
+    close(fds[1]);
+    c.out = fds[0];
+  }
+  return c;
+}
+
+// Reads the child's stdout until it has `min_bytes` (or EOF, or `seconds` pass).
+void ReadSome(const Child& c, std::string* text, size_t min_bytes, double seconds) {
+  const auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  char buf[4096];
+  while (text->size() < min_bytes && std::chrono::steady_clock::now() < end) {
+    pollfd p{c.out, POLLIN, 0};
+    if (poll(&p, 1, 100) <= 0) continue;
+    const ssize_t got = read(c.out, buf, sizeof(buf));
+    if (got <= 0) return;
+    text->append(buf, static_cast<size_t>(got));
+  }
+}
+
+int WaitExit(pid_t pid, int seconds) {
+  for (int i = 0; i < seconds * 100; ++i) {
+    int status = 0;
+    if (waitpid(pid, &status, WNOHANG) == pid) return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  kill(pid, SIGKILL);
+  waitpid(pid, nullptr, 0);
+  return -2;  // did not exit in time
+}
+
+// Runs the edge to completion: its exit code, stdout and stderr.
+struct EdgeRun {
+  int code;
+  std::string out, err;
+};
+
+EdgeRun RunEdge(const std::string& dir, std::vector<std::string> args) {
+  args.insert(args.begin(), {kEdge, "generate"});
+  const std::string err_file = dir + "/edge.err";
+  Child c = Spawn(args, err_file, true);
+  EdgeRun r;
+  ReadSome(c, &r.out, std::string::npos, 120);
+  close(c.out);
+  r.code = WaitExit(c.pid, 60);
+  r.err = testing::ReadFileOrDie(err_file);
+  return r;
+}
+
+// A running tandem-verifier.
+class VerifierProcess {
+ public:
+  VerifierProcess(std::string dir, std::vector<std::string> args)
+      : dir_(std::move(dir)), args_(std::move(args)) {}
+  ~VerifierProcess() { Kill(); }
+
+  // Starts on `port` (0: a free one) and waits until it serves.
+  bool Start(int port = 0) {
+    const std::string port_file = dir_ + "/port";
+    std::remove(port_file.c_str());
+    std::vector<std::string> args = {kVerifier, "--listen", absl::StrCat("127.0.0.1:", port),
+                                     "--port-file", port_file};
+    args.insert(args.end(), args_.begin(), args_.end());
+    pid_ = Spawn(args, dir_ + "/verifier.err", false).pid;
+    for (int i = 0; i < 3000 && port_ == 0; ++i) {  // up to 30 s
+      std::ifstream in(port_file);
+      int p = 0;
+      if (in >> p && p > 0) port_ = p;
+      if (port_ == 0) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    if (port_ == 0) std::fprintf(stderr, "%s\n", testing::ReadFileOrDie(dir_ + "/verifier.err").c_str());
+    return port_ > 0;
+  }
+  void Kill() {
+    if (pid_ <= 0) return;
+    kill(pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+    pid_ = -1;
+  }
+  // SIGKILL, then the same command line on the same port.
+  bool Restart() {
+    const int port = port_;
+    Kill();
+    port_ = 0;
+    return Start(port) && port_ == port;
+  }
+  std::string target() const { return absl::StrCat("127.0.0.1:", port_); }
+  int port() const { return port_; }
+
+ private:
+  std::string dir_;
+  std::vector<std::string> args_;
+  pid_t pid_ = -1;
+  int port_ = 0;
+};
+
+// The integer after "key": in the edge's stats JSON; -1 when absent.
+int64_t JsonInt(const std::string& js, const std::string& key) {
+  const std::string k = "\"" + key + "\": ";
+  const size_t at = js.find(k);
+  return at == std::string::npos ? -1 : std::stoll(js.substr(at + k.size()));
+}
+
+std::string Write(const std::string& path, const std::string& text) {
+  std::ofstream(path, std::ios::trunc) << text;
+  return path;
+}
+
+TEST(EdgeCliTest, TlsAndBearerTokens) {
+  const std::string dir = testing::TempDir();
+  testing::TestPki pki = testing::MintTestPki(dir);
+  const std::string model = testing::ModelPath("stories260K.bin");
+  VerifierProcess v(dir, {"--model", model, "--tls-cert", pki.server_cert, "--tls-key",
+                          pki.server_key, "--auth-tokens-file",
+                          Write(dir + "/tokens", "phone-app:s3cret\n")});
+  ASSERT_TRUE(v.Start());
+  const std::string good = Write(dir + "/good", "s3cret\n");
+  const std::string stats = dir + "/stats.json";
+  const std::vector<std::string> common = {"--verifier", v.target(), "--model", model,
+                                           "--prompt", "Zoo", "--max-tokens", "57",
+                                           "--stats-json", stats};
+  auto with = [&](std::vector<std::string> extra) {
+    std::vector<std::string> a = common;
+    a.insert(a.end(), extra.begin(), extra.end());
+    return a;
+  };
+
+  // Default mode (auto: spec while the verifier is there), TLS, the right token.
+  EdgeRun r = RunEdge(dir, with({"--tls-ca", pki.ca, "--auth-token-file", good, "--draft",
+                                 "early-exit:4"}));
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, kZooText);
+  std::string js = testing::ReadFileOrDie(stats);
+  EXPECT_TRUE(absl::StrContains(js, "\"mode\": \"auto\"")) << js;
+  EXPECT_TRUE(absl::StrContains(js, "\"tokens_verified\": 57")) << js;
+  EXPECT_TRUE(absl::StrContains(js, "\"tokens_local_fallback\": 0")) << js;
+  EXPECT_TRUE(absl::StrContains(js, "\"rtt_mean_seconds\"")) << js;
+
+  // Cloud mode: the verifier decodes.
+  r = RunEdge(dir, with({"--mode", "cloud", "--tls-ca", pki.ca, "--auth-token-file", good}));
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, kZooText);
+  js = testing::ReadFileOrDie(stats);
+  EXPECT_TRUE(absl::StrContains(js, "\"tokens_from_cloud\": 57")) << js;
+  EXPECT_TRUE(absl::StrContains(js, "\"round_trips\": 1,")) << js;
+
+  // Refusals: no local text (stdout is the prompt alone), the code on stderr, exit 1.
+  const std::string wrong = Write(dir + "/wrong", "not-the-token");
+  struct Case {
+    const char* what;
+    std::vector<std::string> flags;
+    const char* expect;
+  };
+  for (const Case& c : {
+           Case{"wrong token", {"--tls-ca", pki.ca, "--auth-token-file", wrong},
+                "tandem-edge: error: UNAUTHENTICATED"},
+           Case{"no token", {"--tls-ca", pki.ca}, "tandem-edge: error: UNAUTHENTICATED"},
+           Case{"plaintext edge", {"--auth-token-file", good}, "tandem-edge: error: UNAVAILABLE"},
+           Case{"wrong CA", {"--tls-ca", pki.rogue_ca, "--auth-token-file", good},
+                "TLS handshake"},
+       }) {
+    for (const char* mode : {"auto", "spec", "cloud"}) {
+      std::vector<std::string> flags = with(c.flags);
+      flags.insert(flags.end(), {"--mode", mode, "--retry-deadline-s", "2"});
+      r = RunEdge(dir, flags);
+      EXPECT_EQ(r.code, 1) << c.what << " " << mode << ": " << r.err;
+      EXPECT_EQ(r.out, "Zoo\n") << c.what << " " << mode;
+      EXPECT_TRUE(absl::StrContains(r.err, c.expect)) << c.what << " " << mode << ": " << r.err;
+      EXPECT_FALSE(absl::StrContains(r.err, "local model")) << c.what << " " << mode << ": " << r.err;
+    }
+  }
+
+  // A token file that holds nothing is a flag error.
+  r = RunEdge(dir, with({"--tls-ca", pki.ca, "--auth-token-file", Write(dir + "/empty", "\n")}));
+  EXPECT_EQ(r.code, 2) << r.err;
+  EXPECT_TRUE(absl::StrContains(r.err, "is empty")) << r.err;
+}
+
+TEST(EdgeCliTest, WithoutAVerifier) {
+  const std::string dir = testing::TempDir();
+  const std::string model = testing::ModelPath("stories260K.bin");
+  // A port where nobody listens: a verifier's, after it was killed.
+  VerifierProcess gone(dir, {"--model", model});
+  ASSERT_TRUE(gone.Start());
+  gone.Kill();
+  const std::string stats = dir + "/stats.json";
+
+  // auto: the local model (here the target itself, so the golden text), with a warning.
+  EdgeRun r = RunEdge(dir, {"--verifier", gone.target(), "--model", model, "--prompt", "Zoo",
+                            "--max-tokens", "57", "--stats-json", stats});
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, kZooText);
+  EXPECT_TRUE(absl::StrContains(r.err, "warning: the verifier is unreachable")) << r.err;
+  const std::string js = testing::ReadFileOrDie(stats);
+  EXPECT_TRUE(absl::StrContains(js, "\"tokens_local_fallback\": 57")) << js;
+  EXPECT_TRUE(absl::StrContains(js, "\"fallbacks\": 1")) << js;
+
+  // Strict spec: retried for --retry-deadline-s, then UNAVAILABLE and exit 1.
+  const auto start = std::chrono::steady_clock::now();
+  r = RunEdge(dir, {"--mode", "spec", "--verifier", gone.target(), "--model", model, "--prompt",
+                    "Zoo", "--max-tokens", "57", "--retry-deadline-s", "1"});
+  const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_EQ(r.code, 1) << r.err;
+  EXPECT_EQ(r.out, "Zoo\n");
+  EXPECT_TRUE(absl::StrContains(r.err, "tandem-edge: error: UNAVAILABLE")) << r.err;
+  EXPECT_TRUE(absl::StrContains(r.err, "retry deadline")) << r.err;
+  EXPECT_GE(took, 1.0);
+}
+
+TEST(EdgeCliTest, StrictSpecSurvivesAVerifierKilledAndRestartedOnTheSamePort) {
+  const std::string dir = testing::TempDir();
+  const std::string model = testing::ModelPath("stories260K.bin");
+  VerifierProcess v(dir, {"--model", model});
+  ASSERT_TRUE(v.Start());
+  const std::string stats = dir + "/stats.json";
+  const std::vector<std::string> args = {
+      kEdge, "generate", "--mode", "spec", "--verifier", v.target(), "--model", model,
+      "--draft", "ngram:2", "--spec-tokens", "1", "--prompt", "Once upon a time",
+      "--max-tokens", "400", "--retry-deadline-s", "60", "--stats-json", stats};
+
+  Child c = Spawn(args, dir + "/edge1.err", true);
+  std::string uninterrupted;
+  ReadSome(c, &uninterrupted, std::string::npos, 300);
+  close(c.out);
+  ASSERT_EQ(WaitExit(c.pid, 60), 0) << testing::ReadFileOrDie(dir + "/edge1.err");
+  ASSERT_GT(uninterrupted.size(), 400u);
+
+  // The edge is frozen (SIGSTOP) once some text is out, so the verifier dies (SIGKILL) in the
+  // middle of its generation whatever the machine's speed; a new verifier starts on the same
+  // port; the edge goes on (SIGCONT). Should the edge have finished before the freeze, try again.
+  bool interrupted = false;
+  for (int attempt = 0; attempt < 3 && !interrupted; ++attempt) {
+    c = Spawn(args, dir + "/edge2.err", true);
+    std::string text;
+    ReadSome(c, &text, 30, 300);
+    ASSERT_GE(text.size(), 30u) << testing::ReadFileOrDie(dir + "/edge2.err");
+    kill(c.pid, SIGSTOP);
+    int status = 0;
+    ASSERT_EQ(waitpid(c.pid, &status, WUNTRACED), c.pid);
+    interrupted = WIFSTOPPED(status);
+    if (interrupted) {
+      ASSERT_TRUE(v.Restart());
+    }
+    kill(c.pid, SIGCONT);
+    ReadSome(c, &text, std::string::npos, 300);
+    close(c.out);
+    const std::string err = testing::ReadFileOrDie(dir + "/edge2.err");
+    if (interrupted) {
+      ASSERT_EQ(WaitExit(c.pid, 60), 0) << err;
+    } else {
+      ASSERT_EQ(WIFEXITED(status) ? WEXITSTATUS(status) : -1, 0) << err;
+    }
+    EXPECT_EQ(text, uninterrupted);
+    if (!interrupted) continue;
+    const std::string js = testing::ReadFileOrDie(stats);
+    EXPECT_GE(JsonInt(js, "reconnects"), 1) << js << err;
+    EXPECT_GT(JsonInt(js, "generated_tokens"), 100) << js;
+    EXPECT_EQ(JsonInt(js, "tokens_verified"), JsonInt(js, "generated_tokens")) << js;
+    EXPECT_TRUE(absl::StrContains(err, "retrying")) << err;
+  }
+  EXPECT_TRUE(interrupted) << "the edge finished before it could be interrupted, three times";
+}
+
+}  // namespace
+}  // namespace tandem
