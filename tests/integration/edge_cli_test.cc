@@ -3,7 +3,10 @@
 // wrong token, a plaintext edge against the TLS verifier and a wrong CA exit non-zero with the
 // gRPC code and print no local text; without a verifier auto prints the local model's text and
 // strict spec fails after its retry deadline; a verifier killed with SIGKILL mid-generation and
-// restarted on the same port does not change a strict spec run's text.
+// restarted on the same port does not change a strict spec run's text; speculation paying off is
+// visible in the edge's stats and in the verifier's metrics scraped over HTTP; the session of an
+// edge killed mid-generation (behind an emulated 300 ms link, so it is surely mid-way) is freed,
+// as the metrics show.
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -11,13 +14,17 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <functional>
+#include <map>
 #include <fstream>
 #include <thread>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "tests/cloud/http_get.h"
 #include "tests/test_util.h"
+#include "tools/linkem/linkem.h"
 
 namespace tandem {
 namespace {
@@ -145,6 +152,13 @@ class VerifierProcess {
   }
   std::string target() const { return absl::StrCat("127.0.0.1:", port_); }
   int port() const { return port_; }
+  // Line 2 of the port file: the metrics port (0 without --metrics-listen).
+  int metrics_port() const {
+    std::ifstream in(dir_ + "/port");
+    int grpc = 0, metrics = 0;
+    in >> grpc >> metrics;
+    return metrics;
+  }
 
  private:
   std::string dir_;
@@ -318,6 +332,92 @@ TEST(EdgeCliTest, StrictSpecSurvivesAVerifierKilledAndRestartedOnTheSamePort) {
     EXPECT_TRUE(absl::StrContains(err, "retrying")) << err;
   }
   EXPECT_TRUE(interrupted) << "the edge finished before it could be interrupted, three times";
+}
+
+}  // namespace
+}  // namespace tandem
+
+namespace tandem {
+namespace {
+
+// One scrape of the verifier's metrics; empty on failure.
+std::map<std::string, double> Scrape(int port) {
+  testing::HttpResponse r = testing::HttpGet(port, "/metrics");
+  if (r.status != 200) return {};
+  return testing::ParsePrometheusText(r.body);
+}
+
+// Polls the metrics until `done` holds (up to `seconds`); returns the last scrape.
+std::map<std::string, double> ScrapeUntil(int port, double seconds,
+                                          const std::function<bool(std::map<std::string, double>&)>& done) {
+  const auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  std::map<std::string, double> m;
+  while (std::chrono::steady_clock::now() < end) {
+    m = Scrape(port);
+    if (!m.empty() && done(m)) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return m;
+}
+
+TEST(EdgeCliTest, SpeculationPaysInEdgeStatsAndScrapedMetrics) {
+  const std::string dir = testing::TempDir();
+  const std::string model = testing::ModelPath("stories260K.bin");
+  VerifierProcess v(dir, {"--model", model, "--metrics-listen", "127.0.0.1:0"});
+  ASSERT_TRUE(v.Start());
+  const int mport = v.metrics_port();
+  ASSERT_GT(mport, 0);
+  const std::string stats = dir + "/stats.json";
+  EdgeRun r = RunEdge(dir, {"--verifier", v.target(), "--model", model, "--mode", "spec",
+                            "--draft", "early-exit:4", "--prompt", "Zoo", "--max-tokens", "57",
+                            "--stats-json", stats});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, kZooText);
+  const std::string js = testing::ReadFileOrDie(stats);
+  const int64_t passes = JsonInt(js, "target_passes");
+  EXPECT_GT(passes, 0);
+  EXPECT_LT(passes, 57) << "fewer target passes than tokens";
+  auto m = ScrapeUntil(mport, 10, [](auto& m) {
+    return m[testing::SeriesKey("tandem_sessions_total", {{"outcome", "ok"}})] >= 1;
+  });
+  EXPECT_EQ(m["tandem_verify_passes_total"], passes);
+  EXPECT_LT(m["tandem_verify_passes_total"], 57);
+  EXPECT_EQ(m["tandem_spec_decode_num_draft_tokens_total"], JsonInt(js, "draft_tokens"));
+  EXPECT_EQ(m["tandem_spec_decode_num_accepted_tokens_total"], JsonInt(js, "accepted_tokens"));
+  EXPECT_EQ(m["tandem_sessions_active"], 0);
+  EXPECT_GT(m[testing::SeriesKey("tandem_bytes_total", {{"direction", "up"}, {"kind", "draft"}})], 0);
+  EXPECT_GT(m[testing::SeriesKey("tandem_bytes_total", {{"direction", "down"}, {"kind", "verdict"}})], 0);
+}
+
+TEST(EdgeCliTest, SessionOfAKilledEdgeIsFreed) {
+  const std::string dir = testing::TempDir();
+  const std::string model = testing::ModelPath("stories260K.bin");
+  VerifierProcess v(dir, {"--model", model, "--metrics-listen", "127.0.0.1:0"});
+  ASSERT_TRUE(v.Start());
+  const int mport = v.metrics_port();
+  ASSERT_GT(mport, 0);
+  // 300 ms per round trip: 200 tokens take well over ten seconds, so the edge is mid-generation.
+  linkem::LinkemOptions lo;
+  lo.upstream = v.target();
+  lo.link.rtt_ms = 300;
+  auto link = linkem::LinkEmulator::Start(lo);
+  ASSERT_TRUE(link.ok()) << link.status();
+  Child edge = Spawn({kEdge, "generate", "--verifier", absl::StrCat("127.0.0.1:", (*link)->port()),
+                      "--model", model, "--mode", "spec", "--draft", "early-exit:4", "--prompt",
+                      "Once upon a time", "--max-tokens", "200"},
+                     dir + "/edge.err", true);
+  std::string text;
+  ReadSome(edge, &text, 20, 30);  // a few verified tokens have arrived
+  auto m = ScrapeUntil(mport, 10, [](auto& m) { return m["tandem_sessions_active"] == 1; });
+  ASSERT_EQ(m["tandem_sessions_active"], 1) << "the session is open mid-generation";
+  EXPECT_GT(m["tandem_verify_passes_total"], 0);
+  kill(edge.pid, SIGKILL);
+  waitpid(edge.pid, nullptr, 0);
+  close(edge.out);
+  m = ScrapeUntil(mport, 30, [](auto& m) { return m["tandem_sessions_active"] == 0; });
+  EXPECT_EQ(m["tandem_sessions_active"], 0) << "the abandoned session was freed";
+  EXPECT_EQ(m[testing::SeriesKey("tandem_sessions_total", {{"outcome", "cancelled"}})], 1);
+  EXPECT_EQ(m[testing::SeriesKey("tandem_sessions_total", {{"outcome", "ok"}})], 0);
 }
 
 }  // namespace
