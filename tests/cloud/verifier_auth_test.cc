@@ -17,14 +17,8 @@ using tandem::testing::OpenMsg;
 using tandem::testing::PromptMsg;
 using C = grpc::StatusCode;
 
-class VerifierAuthTest : public ::testing::Test {
+class VerifierAuthTest : public tandem::testing::Stories260KTest {
  protected:
-  static void SetUpTestSuite() {
-    model::ModelLoadOptions o;
-    o.path = tandem::testing::ModelPath("stories260K.bin");
-    target_ = std::move(*model::Model::Load(o)).release();
-  }
-  static void TearDownTestSuite() { delete target_; }
 
   void SetUp() override {
     auto auth = net::TokenAuthenticator::Parse(
@@ -71,11 +65,9 @@ class VerifierAuthTest : public ::testing::Test {
     return held->stream->Finish();
   }
 
-  static model::Model* target_;
   std::unique_ptr<tandem::testing::VerifierHarness> harness_;
   std::unique_ptr<v1::Verifier::Stub> stub_;
 };
-model::Model* VerifierAuthTest::target_ = nullptr;
 
 TEST_F(VerifierAuthTest, MissingOrWrongTokensAreUnauthenticated) {
   grpc::Status none = Info("");

@@ -52,18 +52,10 @@ CloudRun RunCloud(v1::Verifier::Stub* stub, const std::vector<int32_t>& prompt, 
   return run;
 }
 
-class VerifierCloudModeTest : public ::testing::Test {
+class VerifierCloudModeTest : public tandem::testing::Stories260KTest {
  protected:
-  static void SetUpTestSuite() {
-    model::ModelLoadOptions o;
-    o.path = tandem::testing::ModelPath("stories260K.bin");
-    target_ = std::move(*model::Model::Load(o)).release();
-  }
-  static void TearDownTestSuite() { delete target_; }
   std::vector<int32_t> Encode(const char* text) { return target_->vocab().Encode(text, true); }
-  static model::Model* target_;
 };
-model::Model* VerifierCloudModeTest::target_ = nullptr;
 
 TEST_F(VerifierCloudModeTest, GetInfoListsBothModes) {
   tandem::testing::VerifierHarness h(*target_, VerifierLimits{});

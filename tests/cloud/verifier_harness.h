@@ -19,8 +19,24 @@
 #include "common/obs/metrics.h"
 #include "gtest/gtest.h"
 #include "tests/cloud/http_get.h"
+#include "tests/test_util.h"
 
 namespace tandem::testing {
+
+// A test suite that loads the target, stories260K.bin, once for all its tests.
+class Stories260KTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    model::ModelLoadOptions o;
+    o.path = ModelPath("stories260K.bin");
+    target_ = std::move(*model::Model::Load(o)).release();
+  }
+  static void TearDownTestSuite() {
+    delete target_;
+    target_ = nullptr;
+  }
+  static inline model::Model* target_ = nullptr;
+};
 
 // Polls `cond` every 10 ms until it holds or `timeout_s` passes; returns whether it held.
 inline bool WaitFor(const std::function<bool()>& cond, double timeout_s = 30) {

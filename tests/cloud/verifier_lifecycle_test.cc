@@ -16,14 +16,8 @@ using tandem::testing::OpenMsg;
 using tandem::testing::PromptMsg;
 using C = grpc::StatusCode;
 
-class VerifierLifecycleTest : public ::testing::Test {
+class VerifierLifecycleTest : public tandem::testing::Stories260KTest {
  protected:
-  static void SetUpTestSuite() {
-    model::ModelLoadOptions o;
-    o.path = tandem::testing::ModelPath("stories260K.bin");
-    target_ = std::move(*model::Model::Load(o)).release();
-  }
-  static void TearDownTestSuite() { delete target_; }
 
   static v1::EdgeMessage Round(uint64_t round, uint32_t committed, std::vector<int32_t> ids) {
     v1::EdgeMessage m;
@@ -33,9 +27,7 @@ class VerifierLifecycleTest : public ::testing::Test {
     return m;
   }
 
-  static model::Model* target_;
 };
-model::Model* VerifierLifecycleTest::target_ = nullptr;
 
 TEST_F(VerifierLifecycleTest, ASilentSessionIsEndedAfterTheIdleTtl) {
   VerifierLimits limits;

@@ -13,17 +13,9 @@ namespace {
 
 using tandem::testing::SeriesKey;
 
-class VerifierMetricsTest : public ::testing::Test {
+class VerifierMetricsTest : public tandem::testing::Stories260KTest {
  protected:
-  static void SetUpTestSuite() {
-    model::ModelLoadOptions o;
-    o.path = tandem::testing::ModelPath("stories260K.bin");
-    target_ = std::move(*model::Model::Load(o)).release();
-  }
-  static void TearDownTestSuite() { delete target_; }
-  static model::Model* target_;
 };
-model::Model* VerifierMetricsTest::target_ = nullptr;
 
 TEST_F(VerifierMetricsTest, EndpointServesPrometheusTextWithEverySeries) {
   tandem::testing::VerifierHarness h(*target_, VerifierLimits{});
