@@ -45,7 +45,8 @@ inline constexpr const char* kRejectionReasons[] = {
     "unauthenticated", "permission_denied", "quota",         "session_limit", "draining",
     "bad_token",       "empty_prompt",      "draft_too_long", "tree_too_large", "bad_tree",
     "out_of_order",    "unknown_model",     "message_too_large", "bad_probs",  "bad_sampling",
-    "unsupported_mode", "bad_message",      "committed_mismatch", "context_full"};
+    "unsupported_mode", "bad_message",      "committed_mismatch", "context_full", "bad_split_layer",
+    "bad_hidden"};
 
 class VerifierMetrics {
  public:

@@ -11,6 +11,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "common/codec/codec.h"
 #include "common/net/status.h"
 #include "common/spec/target_verifier.h"
 #include "common/util/clock.h"
@@ -317,10 +318,18 @@ class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::Verif
                     absl::StrCat("unknown model '", open.model(), "' (served: '",
                                  service_->model_name(), "')"));
     }
-    if (open.mode() != v1::MODE_SPEC && open.mode() != v1::MODE_CLOUD) {
+    if (open.mode() != v1::MODE_SPEC && open.mode() != v1::MODE_CLOUD &&
+        open.mode() != v1::MODE_SPLIT) {
       return Reject("unsupported_mode", C::UNIMPLEMENTED,
                     absl::StrCat("mode ", v1::Mode_Name(open.mode()),
-                                 " is not served (MODE_SPEC and MODE_CLOUD are)"));
+                                 " is not served (MODE_SPEC, MODE_CLOUD and MODE_SPLIT are)"));
+    }
+    const int n_layers = service_->model().config().n_layers;
+    if (open.mode() == v1::MODE_SPLIT &&
+        (open.split_layer() < 1 || static_cast<int>(open.split_layer()) >= n_layers)) {
+      return Reject("bad_split_layer", C::INVALID_ARGUMENT,
+                    absl::StrCat("split_layer ", open.split_layer(), " is outside [1, ", n_layers,
+                                 ") for this ", n_layers, "-layer model"));
     }
     model::SamplerOptions sampling;
     sampling.temperature = open.sampling().temperature();
@@ -336,7 +345,9 @@ class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::Verif
     max_new_tokens_ = open.max_new_tokens();
     const int capacity = std::min(service_->model().config().max_seq_len,
                                   service_->limits().max_tokens_per_session);
-    auto verifier = spec::TargetVerifier::Create(service_->model(), capacity, sampling);
+    split_layer_ = open.mode() == v1::MODE_SPLIT ? static_cast<int>(open.split_layer()) : 0;
+    auto verifier =
+        spec::TargetVerifier::Create(service_->model(), capacity, sampling, split_layer_);
     if (!verifier.ok()) return net::ToGrpcStatus(verifier.status());
     verifier_ = std::move(*verifier);
     state_ = State::kExpectPrompt;
@@ -355,6 +366,10 @@ class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::Verif
                     state_ == State::kExpectOpen ? "prompt before open" : "prompt sent twice");
     }
     const v1::Prompt& p = in_.prompt();
+    if (split_layer_ > 0) return HandleSplitPrompt(p);
+    if (p.has_hidden()) {
+      return Reject("bad_hidden", C::INVALID_ARGUMENT, "hidden states are for split mode");
+    }
     if (p.token_ids_size() == 0) {
       return Reject("empty_prompt", C::INVALID_ARGUMENT, "empty prompt (it needs at least BOS)");
     }
@@ -389,6 +404,62 @@ class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::Verif
     return grpc::Status::OK;
   }
 
+  // Decodes a hidden-state payload that must hold `rows` rows entering the session's split layer.
+  grpc::Status DecodeHidden(const v1::HiddenStates& h, int rows, std::vector<float>* out) {
+    const int dim = service_->model().config().dim;
+    if (static_cast<int>(h.layer()) != split_layer_ || static_cast<int>(h.dim()) != dim ||
+        static_cast<int>(h.rows()) != rows) {
+      return Reject("bad_hidden", C::INVALID_ARGUMENT,
+                    absl::StrCat("hidden states of layer ", h.layer(), ", ", h.rows(), " x ", h.dim(),
+                                 "; the session expects layer ", split_layer_, ", ", rows, " x ", dim));
+    }
+    codec::CodecSpec spec;
+    switch (h.codec()) {
+      case v1::CODEC_F32: spec.kind = codec::CodecKind::kF32; break;
+      case v1::CODEC_F16: spec.kind = codec::CodecKind::kF16; break;
+      case v1::CODEC_BF16: spec.kind = codec::CodecKind::kBf16; break;
+      case v1::CODEC_INT8: spec.kind = codec::CodecKind::kInt8; break;
+      case v1::CODEC_INT4: spec.kind = codec::CodecKind::kInt4; break;
+      default:
+        return Reject("bad_hidden", C::INVALID_ARGUMENT,
+                      absl::StrCat("unknown hidden-state codec ", static_cast<int>(h.codec())));
+    }
+    spec.zstd = h.zstd();
+    out->resize(static_cast<size_t>(rows) * dim);
+    if (absl::Status s = codec::Decode(spec, h.data(), rows, dim, *out); !s.ok()) {
+      return Reject("bad_hidden", C::INVALID_ARGUMENT, std::string(s.message()));
+    }
+    return grpc::Status::OK;
+  }
+
+  // Split mode: the prompt's ids stay on the edge; its layer-k states come instead.
+  grpc::Status HandleSplitPrompt(const v1::Prompt& p) {
+    if (p.token_ids_size() > 0) {
+      return Reject("bad_hidden", C::INVALID_ARGUMENT,
+                    "split mode: the prompt's token ids stay on the edge; send its hidden states");
+    }
+    if (!p.has_hidden()) {
+      return Reject("empty_prompt", C::INVALID_ARGUMENT, "split mode: the prompt needs its hidden states");
+    }
+    const int rows = static_cast<int>(p.hidden().rows());
+    if (rows + 1 > verifier_->Room() + 1) {
+      return Reject("context_full", C::RESOURCE_EXHAUSTED,
+                    absl::StrCat("prompt of ", rows + 1, " positions leaves no room in a session of ",
+                                 verifier_->Room() + 1, " positions"));
+    }
+    if (grpc::Status s = DecodeHidden(p.hidden(), rows, &states_); !s.ok()) return s;
+    prompt_at_ = MonotonicSeconds();
+    PostLocked(
+        [this, rows](model::Engine& engine) {
+          return net::ToGrpcStatus(verifier_->CommitStates(engine, states_, rows));
+        },
+        [this] {
+          state_ = State::kRounds;
+          ReadLocked();
+        });
+    return grpc::Status::OK;
+  }
+
   grpc::Status HandleDraft() {
     if (state_ != State::kRounds) {
       return Reject("out_of_order", C::FAILED_PRECONDITION, "draft before open and prompt");
@@ -404,9 +475,10 @@ class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::Verif
                                  " committed tokens but the session has ",
                                  verifier_->committed().size()));
     }
-    if (d.has_hidden()) {
-      return Reject("unsupported_mode", C::UNIMPLEMENTED,
-                    "hidden-state payloads (split mode) are not served");
+    if (d.has_hidden() != (split_layer_ > 0)) {
+      return Reject("bad_hidden", C::INVALID_ARGUMENT,
+                    split_layer_ > 0 ? "split mode: a draft round needs the hidden states of its root and drafts"
+                                     : "hidden states are for split mode");
     }
     const int n = d.token_ids_size();
     const bool tree = d.parents_size() > 0;
@@ -480,13 +552,16 @@ class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::Verif
         probs_.sparse.push_back(std::move(entries));
       }
     }
+    if (split_layer_ > 0) {
+      if (grpc::Status s = DecodeHidden(d.hidden(), n + 1, &states_); !s.ok()) return s;
+    }
     last_round_ = d.round();
     const double received = MonotonicSeconds();
     PostLocked(
         [this, tree](model::Engine& engine) {
           const double start = MonotonicSeconds();
           absl::StatusOr<spec::VerifyResult> r =
-              verifier_->VerifyRound(engine, drafts_, parents_, probs_);
+              verifier_->VerifyRound(engine, drafts_, parents_, probs_, nullptr, states_);
           if (!r.ok()) {
             const char* reason = absl::IsResourceExhausted(r.status()) ? "context_full"
                                  : absl::IsInvalidArgument(r.status()) ? "bad_probs"
@@ -623,6 +698,8 @@ class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::Verif
   std::unique_ptr<spec::TargetVerifier> verifier_;
   std::vector<int32_t> prompt_, drafts_, parents_;
   std::vector<float> full_;
+  std::vector<float> states_;  // split mode: the decoded hidden states of the current message
+  int split_layer_ = 0;        // split mode: the verifier runs layers [split_layer_, N)
   spec::DraftProbs probs_;
   double task_queued_at_ = 0, task_started_at_ = 0;
   int32_t step_token_ = -1;
@@ -783,6 +860,7 @@ grpc::ServerUnaryReactor* VerifierService::GetInfo(grpc::CallbackServerContext* 
   FillLimits(response->mutable_limits());
   response->add_modes(v1::MODE_SPEC);
   response->add_modes(v1::MODE_CLOUD);
+  response->add_modes(v1::MODE_SPLIT);
   reactor->Finish(grpc::Status::OK);
   return reactor;
 }

@@ -9,18 +9,47 @@
 namespace tandem::spec {
 
 absl::StatusOr<std::unique_ptr<TargetVerifier>> TargetVerifier::Create(
-    const model::Model& target, int capacity, const model::SamplerOptions& sampling) {
+    const model::Model& target, int capacity, const model::SamplerOptions& sampling,
+    int layer_begin) {
   RETURN_IF_ERROR(model::ValidateSamplerOptions(sampling));
-  ASSIGN_OR_RETURN(model::KvCache cache,
-                   model::KvCache::Create(target.config(), 0, target.config().n_layers, capacity));
-  return std::unique_ptr<TargetVerifier>(new TargetVerifier(target, std::move(cache), sampling));
+  if (layer_begin < 0 || layer_begin >= target.config().n_layers) {
+    return absl::InvalidArgumentError(absl::StrCat("split layer ", layer_begin, " is outside [1, ",
+                                                   target.config().n_layers, ")"));
+  }
+  ASSIGN_OR_RETURN(model::KvCache cache, model::KvCache::Create(target.config(), layer_begin,
+                                                                target.config().n_layers, capacity));
+  return std::unique_ptr<TargetVerifier>(
+      new TargetVerifier(target, std::move(cache), sampling, layer_begin));
 }
 
 TargetVerifier::TargetVerifier(const model::Model& target, model::KvCache cache,
-                               const model::SamplerOptions& sampling)
-    : target_(target), cache_(std::move(cache)), sampler_(sampling) {}
+                               const model::SamplerOptions& sampling, int layer_begin)
+    : target_(target), layer_begin_(layer_begin), cache_(std::move(cache)), sampler_(sampling) {}
+
+absl::Status TargetVerifier::CommitStates(model::Engine& engine, std::span<const float> states,
+                                          int rows) {
+  if (layer_begin_ == 0) return absl::FailedPreconditionError("states are for split mode");
+  if (!committed_.empty()) return absl::FailedPreconditionError("states commit a new sequence only");
+  const int dim = target_.config().dim;
+  if (rows < 0 || states.size() != static_cast<size_t>(rows) * dim) {
+    return absl::InvalidArgumentError(absl::StrCat(states.size(), " state values for ", rows,
+                                                   " rows of ", dim));
+  }
+  if (rows + 1 > cache_.capacity()) {
+    return absl::ResourceExhaustedError(absl::StrCat("context full: ", rows + 1,
+                                                     " positions exceed ", cache_.capacity()));
+  }
+  committed_.assign(rows + 1, -1);
+  if (rows == 0) return absl::OkStatus();
+  model::ForwardRequest req;
+  req.layer_begin = layer_begin_;
+  req.hidden = states;
+  req.logits = model::LogitsMode::kNone;
+  return engine.Forward(req, &cache_, &out_);
+}
 
 absl::Status TargetVerifier::Commit(model::Engine& engine, std::span<const int32_t> tokens) {
+  if (layer_begin_ > 0) return absl::FailedPreconditionError("split mode commits states, not ids");
   const int vocab = target_.config().vocab_size;
   for (size_t i = 0; i < tokens.size(); ++i) {
     if (tokens[i] < 0 || tokens[i] >= vocab) {
@@ -47,16 +76,25 @@ absl::StatusOr<VerifyResult> TargetVerifier::VerifyRound(model::Engine& engine,
                                                          std::span<const int32_t> drafts,
                                                          std::span<const int32_t> parents,
                                                          const DraftProbs& q,
-                                                         model::ForwardResult* pass) {
+                                                         model::ForwardResult* pass,
+                                                         std::span<const float> states) {
   if (committed_.empty()) return absl::FailedPreconditionError("no committed tokens yet");
   const int n = static_cast<int>(drafts.size());
   if (n > Room()) {
     return absl::ResourceExhaustedError(absl::StrCat("context full: ", n, " drafts and the next ",
                                                      "token do not fit in ", Room(), " positions"));
   }
-  // The tree: node 0 is the last committed token, drafts follow (parents shifted by one).
+  if ((layer_begin_ > 0) !=
+      (states.size() == static_cast<size_t>(n + 1) * target_.config().dim)) {
+    return absl::InvalidArgumentError(
+        layer_begin_ > 0 ? absl::StrCat("split mode needs the states of the root and ", n,
+                                        " draft nodes (", n + 1, " rows)")
+                         : std::string("states are for split mode"));
+  }
+  // The tree: node 0 is the last committed token, drafts follow (parents shifted by one). In
+  // split mode the root's id may be unknown; it is never compared.
   DraftTree tree;
-  tree.tokens.push_back(committed_.back());
+  tree.tokens.push_back(std::max(0, committed_.back()));
   tree.parents.push_back(-1);
   const bool chain = parents.empty();
   if (!chain && parents.size() != drafts.size()) {
@@ -111,7 +149,12 @@ absl::StatusOr<VerifyResult> TargetVerifier::VerifyRound(model::Engine& engine,
   model::ForwardResult& out = pass != nullptr ? *pass : out_;
   const int base = cache_.length();
   model::ForwardRequest req;
-  req.tokens = tree.tokens;
+  if (layer_begin_ > 0) {
+    req.layer_begin = layer_begin_;
+    req.hidden = states;
+  } else {
+    req.tokens = tree.tokens;
+  }
   if (!chain) req.parents = tree.parents;
   req.logits = model::LogitsMode::kAll;
   req.return_hidden = pass != nullptr;

@@ -21,24 +21,36 @@ namespace tandem::spec {
 class TargetVerifier {
  public:
   // A sequence of up to `capacity` positions. InvalidArgument for bad sampling options.
+  // With `layer_begin` k > 0 (split mode) it runs only layers [k, N) and takes the states entering
+  // layer k instead of token ids.
   static absl::StatusOr<std::unique_ptr<TargetVerifier>> Create(
-      const model::Model& target, int capacity, const model::SamplerOptions& sampling);
+      const model::Model& target, int capacity, const model::SamplerOptions& sampling,
+      int layer_begin = 0);
 
   // Appends committed tokens (a prompt, or a prefix replayed on resume) and runs all but the
   // last through the target. InvalidArgument for ids outside the vocabulary; ResourceExhausted
   // when the context would overflow.
   absl::Status Commit(model::Engine& engine, std::span<const int32_t> tokens);
+  // Split mode: commits `rows` + 1 positions whose ids the edge keeps to itself, given the
+  // layer-k states of the first `rows` (rows x dim floats); the last one's state comes as the root
+  // of the next round. Only on an empty sequence.
+  absl::Status CommitStates(model::Engine& engine, std::span<const float> states, int rows);
 
   // Verifies `drafts` below the last committed token: a chain when `parents` is empty, else tree
   // nodes with parents[i] in [-1, i) (-1: below the last committed token). Commits the accepted
   // drafts and the next token. `q` gives the draft distributions for sampled chains (one row per
   // draft position). With `hidden`, receives the target's final hidden states of the pass
   // (one row per tree node, the root first).
+  // Split mode: `states` holds the layer-k states of the root and the draft nodes
+  // ((drafts + 1) x dim floats).
   absl::StatusOr<VerifyResult> VerifyRound(model::Engine& engine, std::span<const int32_t> drafts,
                                            std::span<const int32_t> parents, const DraftProbs& q,
-                                           model::ForwardResult* pass = nullptr);
+                                           model::ForwardResult* pass = nullptr,
+                                           std::span<const float> states = {});
 
+  // Committed ids; in split mode the ids of committed states are unknown and read as -1.
   const std::vector<int32_t>& committed() const { return committed_; }
+  int layer_begin() const { return layer_begin_; }
   // Draft nodes that still fit this round, with the next token (negative when the context is
   // full).
   int Room() const { return cache_.capacity() - static_cast<int>(committed_.size()) - 1; }
@@ -47,9 +59,10 @@ class TargetVerifier {
 
  private:
   TargetVerifier(const model::Model& target, model::KvCache cache,
-                 const model::SamplerOptions& sampling);
+                 const model::SamplerOptions& sampling, int layer_begin);
 
   const model::Model& target_;
+  int layer_begin_ = 0;
   model::KvCache cache_;  // holds committed_[0, n - 1)
   model::Sampler sampler_;
   std::vector<int32_t> committed_;

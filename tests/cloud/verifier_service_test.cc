@@ -240,13 +240,26 @@ TEST_F(VerifierServiceTest, BadInputGetsPreciseStatusesWhileAGoodSessionFinishes
     grpc::ClientContext ctx;
     auto stream = stub_->Session(&ctx);
     v1::EdgeMessage m;
-    m.mutable_open()->set_mode(v1::MODE_SPLIT);
+    m.mutable_open()->set_mode(v1::MODE_UNSPECIFIED);
     stream->Write(m);
     stream->WritesDone();
     v1::VerifierMessage reply;
     while (stream->Read(&reply)) {
     }
-    expect(stream->Finish(), C::UNIMPLEMENTED, "MODE_SPLIT is not served");
+    expect(stream->Finish(), C::UNIMPLEMENTED, "MODE_UNSPECIFIED is not served");
+  }
+  for (uint32_t layer : {0u, 5u, 99u}) {  // stories260K has 5 layers: split at 1..4
+    grpc::ClientContext ctx;
+    auto stream = stub_->Session(&ctx);
+    v1::EdgeMessage m;
+    m.mutable_open()->set_mode(v1::MODE_SPLIT);
+    m.mutable_open()->set_split_layer(layer);
+    stream->Write(m);
+    stream->WritesDone();
+    v1::VerifierMessage reply;
+    while (stream->Read(&reply)) {
+    }
+    expect(stream->Finish(), C::INVALID_ARGUMENT, "split_layer");
   }
   {
     grpc::ClientContext ctx;
@@ -286,6 +299,7 @@ TEST_F(VerifierServiceTest, BadInputGetsPreciseStatusesWhileAGoodSessionFinishes
   EXPECT_EQ(rejected("context_full"), 1);
   EXPECT_EQ(rejected("message_too_large"), 1);
   EXPECT_EQ(rejected("unsupported_mode"), 1);
+  EXPECT_EQ(rejected("bad_split_layer"), 3);
   EXPECT_EQ(rejected("bad_sampling"), 1);
   EXPECT_EQ(rejected("bad_message"), 1);
   EXPECT_EQ(rejected("other"), 0);

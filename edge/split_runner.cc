@@ -1,0 +1,116 @@
+// The edge half of split mode (see split_runner.h).
+#include "edge/split_runner.h"
+
+#include "absl/strings/str_cat.h"
+#include "common/util/status_macros.h"
+
+namespace tandem::edge {
+
+v1::Codec ToProtoCodec(codec::CodecKind kind) {
+  switch (kind) {
+    case codec::CodecKind::kF32:
+      return v1::CODEC_F32;
+    case codec::CodecKind::kF16:
+      return v1::CODEC_F16;
+    case codec::CodecKind::kBf16:
+      return v1::CODEC_BF16;
+    case codec::CodecKind::kInt8:
+      return v1::CODEC_INT8;
+    case codec::CodecKind::kInt4:
+      return v1::CODEC_INT4;
+  }
+  return v1::CODEC_UNSPECIFIED;
+}
+
+absl::StatusOr<std::unique_ptr<SplitRunner>> SplitRunner::Create(const model::Model& target, int k,
+                                                                  int capacity,
+                                                                  const codec::CodecSpec& codec,
+                                                                  int threads) {
+  const int n_layers = target.config().n_layers;
+  if (k < 1 || k >= n_layers) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("split layer ", k, " is outside [1, ", n_layers, ") for this model"));
+  }
+  ASSIGN_OR_RETURN(model::KvCache cache, model::KvCache::Create(target.config(), 0, k, capacity));
+  return std::unique_ptr<SplitRunner>(new SplitRunner(target, k, std::move(cache), codec, threads));
+}
+
+SplitRunner::SplitRunner(const model::Model& target, int k, model::KvCache cache,
+                         const codec::CodecSpec& codec, int threads)
+    : target_(target), k_(k), codec_(codec), pool_(threads), engine_(target, &pool_),
+      cache_(std::move(cache)) {}
+
+absl::Status SplitRunner::Encode(const model::ForwardResult& states, v1::HiddenStates* out) {
+  out->Clear();
+  out->set_layer(static_cast<uint32_t>(k_));
+  out->set_rows(static_cast<uint32_t>(states.rows));
+  out->set_dim(static_cast<uint32_t>(target_.config().dim));
+  out->set_codec(ToProtoCodec(codec_.kind));
+  out->set_zstd(codec_.zstd);
+  if (states.rows == 0) return absl::OkStatus();
+  ASSIGN_OR_RETURN(std::string data,
+                   codec::Encode(codec_, std::span<const float>(states.data.data(),
+                                                                static_cast<size_t>(states.rows) * states.cols),
+                                 states.rows, states.cols));
+  raw_bytes_ += static_cast<int64_t>(
+      codec::RawPayloadBytes(codec_.kind, states.rows, states.cols).value_or(0));
+  wire_bytes_ += static_cast<int64_t>(data.size());
+  out->set_data(std::move(data));
+  return absl::OkStatus();
+}
+
+absl::Status SplitRunner::Prompt(std::span<const int32_t> committed, v1::HiddenStates* out) {
+  if (committed.empty()) return absl::InvalidArgumentError("empty prompt (it needs at least BOS)");
+  RETURN_IF_ERROR(cache_.Truncate(0));
+  round_base_ = -1;
+  out_ = model::ForwardResult{};
+  if (committed.size() > 1) {
+    model::ForwardRequest req;
+    req.layer_end = k_;
+    req.tokens = committed.first(committed.size() - 1);
+    req.logits = model::LogitsMode::kNone;
+    RETURN_IF_ERROR(engine_.Forward(req, &cache_, &out_));
+  }
+  return Encode(out_, out);
+}
+
+absl::Status SplitRunner::Round(int32_t root, std::span<const int32_t> drafts,
+                                std::span<const int32_t> parents, v1::HiddenStates* out) {
+  if (round_base_ >= 0) return absl::FailedPreconditionError("the previous round was not accepted");
+  round_tokens_.assign(1, root);
+  round_tokens_.insert(round_tokens_.end(), drafts.begin(), drafts.end());
+  round_parents_.clear();
+  if (!parents.empty()) {
+    if (parents.size() != drafts.size()) return absl::InvalidArgumentError("one parent per draft node");
+    round_parents_.push_back(-1);
+    for (int32_t p : parents) round_parents_.push_back(p + 1);
+  }
+  const int base = cache_.length();
+  model::ForwardRequest req;
+  req.layer_end = k_;
+  req.tokens = round_tokens_;
+  req.parents = round_parents_;
+  req.logits = model::LogitsMode::kNone;
+  RETURN_IF_ERROR(engine_.Forward(req, &cache_, &out_));
+  round_base_ = base;
+  return Encode(out_, out);
+}
+
+absl::Status SplitRunner::Accept(std::span<const int32_t> accepted_nodes) {
+  if (round_base_ < 0) return absl::FailedPreconditionError("no round to accept");
+  const int base = round_base_;
+  round_base_ = -1;
+  const int n = static_cast<int>(round_tokens_.size()) - 1;
+  for (int32_t node : accepted_nodes) {
+    if (node < 0 || node >= n) return absl::InvalidArgumentError("accepted node out of range");
+  }
+  if (round_parents_.empty()) {  // a chain: the accepted drafts are a prefix
+    return cache_.Truncate(base + 1 + static_cast<int>(accepted_nodes.size()));
+  }
+  std::vector<int32_t> keep(base + 1);
+  for (int i = 0; i <= base; ++i) keep[i] = i;
+  for (int32_t node : accepted_nodes) keep.push_back(base + 1 + node);
+  return cache_.KeepSlots(keep);
+}
+
+}  // namespace tandem::edge

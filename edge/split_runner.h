@@ -1,0 +1,73 @@
+// The edge half of split mode: runs the target's layers [0, k) for the committed prefix and for
+// each draft, with its own KV cache kept in step with the verifier's cache of layers [k, N), and
+// encodes the layer-k states with the session's codec into the protocol's HiddenStates.
+// The cache holds the same positions as the verifier's: every committed token but the last, which
+// enters as the root of the next round.
+// Thread-safety: one caller at a time (one generation loop).
+#ifndef TANDEM_EDGE_SPLIT_RUNNER_H_
+#define TANDEM_EDGE_SPLIT_RUNNER_H_
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/codec/codec.h"
+#include "common/model/engine.h"
+#include "common/model/kv_cache.h"
+#include "common/model/model.h"
+#include "tandem/v1/verifier.pb.h"
+
+namespace tandem::edge {
+
+class SplitRunner {
+ public:
+  // `target` is the edge's copy of the target model; layers [0, k) run here, 1 <= k < N.
+  static absl::StatusOr<std::unique_ptr<SplitRunner>> Create(const model::Model& target, int k,
+                                                             int capacity,
+                                                             const codec::CodecSpec& codec,
+                                                             int threads = 1);
+
+  // Starts a sequence (a prompt, or a prefix replayed on resume): runs committed[0, n-1) and
+  // fills `out` with their states (n - 1 rows).
+  absl::Status Prompt(std::span<const int32_t> committed, v1::HiddenStates* out);
+
+  // One round: runs the root (the last committed token) and the draft nodes (a chain when
+  // `parents` is empty, else parents[i] in [-1, i), -1 below the root) and fills `out` with their
+  // states (drafts + 1 rows). Must be followed by Accept.
+  absl::Status Round(int32_t root, std::span<const int32_t> drafts,
+                     std::span<const int32_t> parents, v1::HiddenStates* out);
+
+  // After the verdict: keeps the root and the accepted draft nodes (indices into `drafts`, in
+  // path order; for a chain, 0..accepted-1).
+  absl::Status Accept(std::span<const int32_t> accepted_nodes);
+
+  int k() const { return k_; }
+  int length() const { return cache_.length(); }
+  int64_t raw_bytes() const { return raw_bytes_; }    // payload bytes before zstd
+  int64_t wire_bytes() const { return wire_bytes_; }  // payload bytes sent
+
+ private:
+  SplitRunner(const model::Model& target, int k, model::KvCache cache, const codec::CodecSpec& codec,
+              int threads);
+  absl::Status Encode(const model::ForwardResult& states, v1::HiddenStates* out);
+
+  const model::Model& target_;
+  int k_;
+  codec::CodecSpec codec_;
+  model::ThreadPool pool_;
+  model::Engine engine_;
+  model::KvCache cache_;
+  model::ForwardResult out_;
+  int round_base_ = -1;  // cache length before the pending round; -1: no round pending
+  std::vector<int32_t> round_tokens_, round_parents_;
+  int64_t raw_bytes_ = 0, wire_bytes_ = 0;
+};
+
+// The protocol's codec enum for a codec kind.
+v1::Codec ToProtoCodec(codec::CodecKind kind);
+
+}  // namespace tandem::edge
+
+#endif  // TANDEM_EDGE_SPLIT_RUNNER_H_
