@@ -57,12 +57,12 @@ class VerifierCloudModeTest : public tandem::testing::Stories260KTest {
   std::vector<int32_t> Encode(const char* text) { return target_->vocab().Encode(text, true); }
 };
 
-TEST_F(VerifierCloudModeTest, GetInfoListsBothModes) {
+TEST_F(VerifierCloudModeTest, GetInfoListsTheServedModes) {
   tandem::testing::VerifierHarness h(*target_, VerifierLimits{});
   grpc::ClientContext ctx;
   v1::ServerInfo info;
   ASSERT_TRUE(h.Stub()->GetInfo(&ctx, v1::GetInfoRequest(), &info).ok());
-  EXPECT_THAT(info.modes(), ::testing::ElementsAre(v1::MODE_SPEC, v1::MODE_CLOUD));
+  EXPECT_THAT(info.modes(), ::testing::ElementsAre(v1::MODE_SPEC, v1::MODE_CLOUD, v1::MODE_SPLIT));
   EXPECT_EQ(info.limits().idle_ttl_seconds(), 60u);
 }
 
