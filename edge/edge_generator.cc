@@ -2,6 +2,7 @@
 // edge_generator.h).
 #include "edge/edge_generator.h"
 
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -14,6 +15,7 @@
 #include "common/spec/spec_decoder.h"
 #include "common/util/clock.h"
 #include "common/util/status_macros.h"
+#include "edge/split_runner.h"
 #include "edge/verifier_stream.h"
 
 namespace tandem::edge {
@@ -28,6 +30,8 @@ const char* EdgeModeName(EdgeMode mode) {
       return "cloud";
     case EdgeMode::kLocal:
       return "local";
+    case EdgeMode::kSplit:
+      return "split";
   }
   return "?";
 }
@@ -140,6 +144,7 @@ class EdgeGenerator::Run {
 
   std::unique_ptr<spec::ModelDrafter> local_step_;
   spec::AdaptiveGamma adaptive_;
+  std::unique_ptr<SplitRunner> split_;  // kSplit: layers [0, k) on the edge
 };
 
 bool EdgeGenerator::Run::Commit(int32_t token, int64_t* source) {
@@ -234,7 +239,9 @@ absl::Status EdgeGenerator::Run::Connect() {
   auto stream = std::make_unique<VerifierStream>(stub_.get(), o_.auth_token, o_.reply_timeout_s,
                                                  watchdog_.get(), &counters_);
   v1::OpenSession open;
-  open.set_mode(o_.mode == EdgeMode::kCloud ? v1::MODE_CLOUD : v1::MODE_SPEC);
+  open.set_mode(o_.mode == EdgeMode::kCloud   ? v1::MODE_CLOUD
+                : o_.mode == EdgeMode::kSplit ? v1::MODE_SPLIT
+                                              : v1::MODE_SPEC);
   open.set_model(o_.model_name);
   open.set_client("tandem-edge/0.2");
   open.mutable_sampling()->set_temperature(o_.sampler.temperature);
@@ -243,7 +250,18 @@ absl::Status EdgeGenerator::Run::Connect() {
   open.mutable_sampling()->set_seed(o_.sampler.seed);
   if (o_.mode == EdgeMode::kCloud) open.set_max_new_tokens(static_cast<uint32_t>(max_new_ - generated_));
   v1::SessionOpened opened;
-  RETURN_IF_ERROR(stream->Open(open, committed_, timeout, &opened));
+  v1::HiddenStates prompt_states;
+  if (o_.mode == EdgeMode::kSplit) {
+    open.set_split_layer(static_cast<uint32_t>(o_.split_layer));
+    if (split_ == nullptr) {
+      ASSIGN_OR_RETURN(split_, SplitRunner::Create(g_.local_, o_.split_layer,
+                                                   g_.local_.config().max_seq_len, o_.codec));
+    }
+    // A new session (or a resumed one) starts from the whole committed prefix.
+    RETURN_IF_ERROR(split_->Prompt(committed_, &prompt_states));
+  }
+  RETURN_IF_ERROR(stream->Open(open, committed_, timeout, &opened,
+                               o_.mode == EdgeMode::kSplit ? &prompt_states : nullptr));
   const v1::ModelInfo& info = opened.model();
   if (static_cast<int>(info.vocab_size()) != g_.local_.config().vocab_size ||
       static_cast<int>(info.bos_id()) != g_.local_.vocab().bos_id()) {
@@ -408,11 +426,27 @@ absl::Status EdgeGenerator::Run::SpecStep(absl::Status* network) {
                     vocab, d->mutable_probs());
     }
   };
+  // Split mode: the states of the root and the first k nodes, from layers [0, split) run here.
+  auto attach = [&](int k) -> absl::Status {
+    if (split_ == nullptr) return absl::OkStatus();
+    std::vector<int32_t> parents;
+    if (tree) {
+      for (int i = 1; i <= k; ++i) parents.push_back(nodes.parents[i] - 1);
+    }
+    return split_->Round(committed_.back(),
+                         std::span<const int32_t>(nodes.tokens.data() + 1, static_cast<size_t>(k)),
+                         parents, out.mutable_draft()->mutable_hidden());
+  };
   int n = static_cast<int>(nodes.tokens.size()) - 1;
   build(n);
+  RETURN_IF_ERROR(attach(n));
   // Stay under the verifier's message limit: fewer drafts rather than a refused round.
   const size_t max_bytes = opened_.limits().max_message_bytes();
-  while (max_bytes > 0 && n > 0 && out.ByteSizeLong() > max_bytes) build(n /= 2);
+  while (max_bytes > 0 && n > 0 && out.ByteSizeLong() > max_bytes) {
+    if (split_ != nullptr) RETURN_IF_ERROR(split_->Accept({}));  // undo the states' round
+    build(n /= 2);
+    RETURN_IF_ERROR(attach(n));
+  }
   nodes.tokens.resize(n + 1);
   nodes.parents.resize(n + 1);
   ++round_;
@@ -443,6 +477,15 @@ absl::Status EdgeGenerator::Run::SpecStep(absl::Status* network) {
   if (!valid) {
     return absl::DataLossError(absl::StrCat("malformed verdict for round ", round_, ": ",
                                             in.ShortDebugString()));
+  }
+  if (split_ != nullptr) {  // keep the edge's layers [0, k) in step with the verifier's cache
+    std::vector<int32_t> kept;
+    if (tree) {
+      kept.assign(v.accepted_nodes().begin(), v.accepted_nodes().end());
+    } else {
+      for (uint32_t i = 0; i < v.accepted(); ++i) kept.push_back(static_cast<int32_t>(i));
+    }
+    RETURN_IF_ERROR(split_->Accept(kept));
   }
   emitted.push_back(v.next_token());
   const double compute = v.compute_micros() * 1e-6;
@@ -524,6 +567,12 @@ absl::Status EdgeGenerator::Generate(std::span<const int32_t> prompt, int max_ne
   }
   if (options_.tree.has_value() && drafter_ == nullptr && mode != EdgeMode::kCloud) {
     return absl::InvalidArgumentError("draft trees need a drafter");
+  }
+  if (mode == EdgeMode::kSplit &&
+      (options_.split_layer < 1 || options_.split_layer >= local_.config().n_layers)) {
+    return absl::InvalidArgumentError(absl::StrCat("split layer ", options_.split_layer,
+                                                   " is outside [1, ", local_.config().n_layers,
+                                                   ") for the edge's model"));
   }
   Run run(*this, prompt, max_new_tokens, emit, stats);
   return run.Go();

@@ -4,6 +4,9 @@
 //   kSpec   the edge drafts (a chain, or a tree with `EdgeOptions::tree`) and the verifier accepts
 //           or corrects the drafts over one gRPC session stream; output = the target's.
 //   kCloud  the verifier decodes by itself and streams the tokens; output = the target's.
+//   kSplit  as kSpec, but the edge also runs the target's first layers [0, k) and sends their
+//           compressed states instead of the prompt's ids; exact with the f32 codec. Strict like
+//           kSpec (retries within the deadline, never falls back).
 //   kLocal  the edge's own model alone, no network.
 //   kAuto   kSpec while the verifier is reachable. When it is not (at the start, or it goes away
 //           mid-generation) the edge warns, continues with its local model, keeps trying to
@@ -40,6 +43,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include "absl/status/status.h"
+#include "common/codec/codec.h"
 #include "common/model/model.h"
 #include "common/model/sampler.h"
 #include "common/spec/drafter.h"
@@ -47,9 +51,9 @@
 
 namespace tandem::edge {
 
-enum class EdgeMode { kAuto, kSpec, kCloud, kLocal };
+enum class EdgeMode { kAuto, kSpec, kCloud, kLocal, kSplit };
 
-// "auto", "spec", "cloud", "local".
+// "auto", "spec", "cloud", "local", "split".
 const char* EdgeModeName(EdgeMode mode);
 
 struct EdgeOptions {
@@ -60,12 +64,16 @@ struct EdgeOptions {
   model::SamplerOptions sampler;        // greedy by default
   std::string model_name;               // the verifier's model; empty = its default
   std::string auth_token;               // sent as "authorization: Bearer <token>"; empty = none
+  // kSplit: the edge runs the target's layers [0, split_layer) with `local` (which must be the
+  // target model) and sends the layer-k states, encoded with `codec`; the prompt's ids stay here.
+  int split_layer = 0;
+  codec::CodecSpec codec;
 
   double reply_timeout_s = 30;   // longest wait for one verifier reply; longer = an outage
   // kAuto: the longest one connection attempt may take (it holds up local tokens meanwhile; a
   // refused connection fails at once, a silent network takes this long).
   double connect_timeout_s = 1;
-  double retry_deadline_s = 10;  // kSpec/kCloud: how long one outage is retried
+  double retry_deadline_s = 10;  // kSpec/kCloud/kSplit: how long one outage is retried
   double backoff_initial_s = 0.05;
   double backoff_max_s = 1.0;
   // kAuto: also attempt a reconnection after this many local tokens, backoff or not (0: only

@@ -2,7 +2,8 @@
 //
 //   tandem-edge generate --verifier HOST:PORT --model M [--tokenizer T] [--prompt P]
 //       [--max-tokens N] [--temperature X] [--top-k K] [--top-p P] [--seed S]
-//       [--mode auto|spec|cloud|local]                      (default auto)
+//       [--mode auto|spec|cloud|local|split]                (default auto)
+//       [--split-layer K] [--codec f32|f16|bf16|int8|int4[+zstd]]   (split mode)
 //       [--draft-model F | --draft early-exit:K | --draft ngram:N]
 //       [--spec-tokens G|auto] [--tree static:K,D|dynamic:N]
 //       [--tls-ca F [--tls-cert F --tls-key F] [--tls-server-name NAME]]
@@ -13,9 +14,11 @@
 //   spec   the edge drafts (chains, or trees with --tree), the verifier verifies; exact.
 //   cloud  the verifier decodes alone and streams tokens; exact.
 //   local  the edge model alone (--model); no verifier needed.
+//   split  as spec, but the edge runs the target's layers [0, K) (--model must be the target) and
+//          sends their states, encoded with --codec (default f32: exact), not the prompt's ids.
 //   auto   spec while the verifier is reachable; otherwise the edge model, with a warning,
 //          reconnecting in the background and resuming spec when the verifier is back.
-// In spec and cloud, an outage is retried (backoff, resumed on a new session) for up to
+// In spec, split and cloud, an outage is retried (backoff, resumed on a new session) for up to
 // --retry-deadline-s (default 10), then the run fails. Refused credentials (UNAUTHENTICATED,
 // PERMISSION_DENIED, TLS/certificate failures), a model or vocabulary mismatch and bad requests
 // end every mode at once, never with a fallback. --timeout-s (default 30) is the longest wait
@@ -51,11 +54,11 @@ void PrintPiece(const std::string& piece) {
 
 absl::StatusOr<edge::EdgeMode> ParseMode(const std::string& mode) {
   for (edge::EdgeMode m : {edge::EdgeMode::kAuto, edge::EdgeMode::kSpec, edge::EdgeMode::kCloud,
-                           edge::EdgeMode::kLocal}) {
+                           edge::EdgeMode::kLocal, edge::EdgeMode::kSplit}) {
     if (mode == edge::EdgeModeName(m)) return m;
   }
   return absl::InvalidArgumentError(
-      absl::StrCat("--mode must be auto, spec, cloud or local, got '", mode, "'"));
+      absl::StrCat("--mode must be auto, spec, cloud, local or split, got '", mode, "'"));
 }
 
 void WriteStatsJson(const std::string& path, edge::EdgeMode mode, size_t prompt_tokens,
@@ -81,7 +84,7 @@ int Generate(const std::vector<std::string>& args) {
       args, {"verifier", "model", "tokenizer", "prompt", "max-tokens", "temperature", "top-k",
              "top-p", "seed", "mode", "draft-model", "draft", "spec-tokens", "tree", "stats-json",
              "timeout-s", "connect-timeout-s", "retry-deadline-s", "tls-ca", "tls-cert",
-             "tls-key", "tls-server-name", "auth-token-file"});
+             "tls-key", "tls-server-name", "auth-token-file", "split-layer", "codec"});
   if (!flags.ok()) return Fail(flags.status());
   if (!flags->Has("model")) return Fail(absl::InvalidArgumentError("--model FILE is required"));
   if (flags->Has("draft-model") && flags->Has("draft")) {
@@ -91,7 +94,8 @@ int Generate(const std::vector<std::string>& args) {
   absl::StatusOr<edge::EdgeMode> mode = ParseMode(flags->String("mode", "auto"));
   if (!mode.ok()) return Fail(mode.status());
   o.mode = *mode;
-  if ((o.mode == edge::EdgeMode::kSpec || o.mode == edge::EdgeMode::kCloud) &&
+  if ((o.mode == edge::EdgeMode::kSpec || o.mode == edge::EdgeMode::kCloud ||
+       o.mode == edge::EdgeMode::kSplit) &&
       !flags->Has("verifier")) {
     return Fail(absl::InvalidArgumentError(
         absl::StrCat(edge::EdgeModeName(o.mode), " mode needs --verifier HOST:PORT")));
@@ -126,6 +130,19 @@ int Generate(const std::vector<std::string>& args) {
   o.connect_timeout_s = *connect_timeout;
   o.retry_deadline_s = *retry_deadline;
   if (absl::Status s = model::ValidateSamplerOptions(o.sampler); !s.ok()) return Fail(s);
+  if (o.mode == edge::EdgeMode::kSplit) {
+    if (!flags->Has("split-layer")) {
+      return Fail(absl::InvalidArgumentError("split mode needs --split-layer K (1 <= K < layers)"));
+    }
+    auto k = flags->Int("split-layer", 0, 1, 1 << 16);
+    if (!k.ok()) return Fail(k.status());
+    o.split_layer = static_cast<int>(*k);
+    absl::StatusOr<codec::CodecSpec> c = codec::ParseCodec(flags->String("codec", "f32"));
+    if (!c.ok()) return Fail(c.status());
+    o.codec = *c;
+  } else if (flags->Has("split-layer") || flags->Has("codec")) {
+    return Fail(absl::InvalidArgumentError("--split-layer and --codec are for --mode split"));
+  }
   if (flags->Has("tree")) {
     absl::StatusOr<spec::TreeShape> tree = spec::ParseTreeShape(flags->String("tree"));
     if (!tree.ok()) return Fail(tree.status());

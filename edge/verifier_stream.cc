@@ -83,7 +83,8 @@ absl::Status VerifierStream::Failure(const char* during) {
 }
 
 absl::Status VerifierStream::Open(const v1::OpenSession& open, std::span<const int32_t> prompt,
-                                  double timeout_s, v1::SessionOpened* opened) {
+                                  double timeout_s, v1::SessionOpened* opened,
+                                  const v1::HiddenStates* hidden) {
   stream_ = stub_->Session(&context_);
   v1::EdgeMessage out;
   *out.mutable_open() = open;
@@ -95,7 +96,11 @@ absl::Status VerifierStream::Open(const v1::OpenSession& open, std::span<const i
   }
   *opened = in.opened();
   out.Clear();
-  out.mutable_prompt()->mutable_token_ids()->Add(prompt.begin(), prompt.end());
+  if (hidden != nullptr) {
+    *out.mutable_prompt()->mutable_hidden() = *hidden;
+  } else {
+    out.mutable_prompt()->mutable_token_ids()->Add(prompt.begin(), prompt.end());
+  }
   return Send(out);
 }
 

@@ -56,8 +56,9 @@ class VerifierStream {
   ~VerifierStream();  // cancels the call if it was not closed
 
   // Sends `open`, waits up to `timeout_s` for SessionOpened, then sends `prompt`.
+  // With `hidden` (split mode) the prompt message carries those states instead of the ids.
   absl::Status Open(const v1::OpenSession& open, std::span<const int32_t> prompt, double timeout_s,
-                    v1::SessionOpened* opened);
+                    v1::SessionOpened* opened, const v1::HiddenStates* hidden = nullptr);
   absl::Status Send(const v1::EdgeMessage& message);
   // Waits up to `timeout_s` for the next message.
   absl::Status Receive(double timeout_s, v1::VerifierMessage* message);

@@ -206,15 +206,18 @@ TEST_F(EdgeModesTest, DraftsShrinkToTheVerifiersMessageLimit) {
   }
 }
 
+// Split mode resumes the same way: the new session gets the layer-k states of the whole prefix.
 TEST_F(EdgeModesTest, StrictSpecResumesOnAVerifierRestartedOnTheSamePort) {
-  for (bool tree : {false, true}) {
+  for (auto [mode, tree] : {std::pair{EdgeMode::kSpec, false}, {EdgeMode::kSpec, true},
+                            {EdgeMode::kSplit, false}, {EdgeMode::kSplit, true}}) {
     LoopbackVerifier v(*target_);
     ASSERT_TRUE(v.Start());
     const int port = v.port();
     std::vector<int32_t> prompt = target_->vocab().Encode("", true);
     auto drafter = EarlyExit();
     std::vector<std::string> warnings;
-    EdgeOptions o = Options(EdgeMode::kSpec, &warnings);
+    EdgeOptions o = Options(mode, &warnings);
+    o.split_layer = 2;
     o.retry_deadline_s = 60;  // generous: the restart below takes well under a second
     if (tree) o.tree = *spec::ParseTreeShape("static:2,3");
     EdgeGenerator gen(*target_, drafter.get(), Channel(v.target()), o);
@@ -238,7 +241,8 @@ TEST_F(EdgeModesTest, StrictSpecResumesOnAVerifierRestartedOnTheSamePort) {
     if (restarter.joinable()) restarter.join();
     ASSERT_TRUE(restarted);
     ASSERT_TRUE(s.ok()) << s;
-    EXPECT_EQ(got, tandem::testing::GreedyTargetAlone(*target_, prompt, 200)) << "tree " << tree;
+    EXPECT_EQ(got, tandem::testing::GreedyTargetAlone(*target_, prompt, 200))
+        << EdgeModeName(mode) << " tree " << tree;
     EXPECT_GE(stats.reconnects, 1);
     EXPECT_EQ(stats.sessions, stats.reconnects + 1);
     EXPECT_EQ(stats.tokens_verified, stats.generated_tokens);

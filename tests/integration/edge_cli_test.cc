@@ -389,6 +389,26 @@ TEST(EdgeCliTest, SpeculationPaysInEdgeStatsAndScrapedMetrics) {
   EXPECT_GT(m[testing::SeriesKey("tandem_bytes_total", {{"direction", "down"}, {"kind", "verdict"}})], 0);
 }
 
+TEST(EdgeCliTest, SplitModeIsExactForEverySplitLayer) {
+  const std::string dir = testing::TempDir();
+  const std::string model = testing::ModelPath("stories260K.bin");
+  VerifierProcess v(dir, {"--model", model});
+  ASSERT_TRUE(v.Start());
+  for (int k = 1; k < 5; ++k) {
+    const std::string stats = dir + "/split.json";
+    EdgeRun r = RunEdge(dir, {"--verifier", v.target(), "--model", model, "--mode", "split",
+                              "--split-layer", std::to_string(k), "--draft", "early-exit:4",
+                              "--prompt", "Zoo", "--max-tokens", "57", "--stats-json", stats});
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_EQ(r.out, kZooText) << "split at layer " << k;
+    EXPECT_LT(JsonInt(testing::ReadFileOrDie(stats), "target_passes"), 57);
+  }
+  EdgeRun bad = RunEdge(dir, {"--verifier", v.target(), "--model", model, "--mode", "split",
+                              "--split-layer", "5", "--prompt", "Zoo"});
+  EXPECT_EQ(bad.code, 2);
+  EXPECT_TRUE(absl::StrContains(bad.err, "split layer 5 is outside [1, 5)")) << bad.err;
+}
+
 TEST(EdgeCliTest, SessionOfAKilledEdgeIsFreed) {
   const std::string dir = testing::TempDir();
   const std::string model = testing::ModelPath("stories260K.bin");
