@@ -70,6 +70,8 @@ EDGE=("$EBIN" generate --verifier "localhost:$PORT" --model "$MODELS/stories260K
 echo "-- spec mode (the edge drafts 4 tokens a round) --"
 "${EDGE[@]}" --mode spec --draft-model "$TMP/stories260K-q8_0.gguf" --spec-tokens 4 \
   --stats-json "$TMP/edge.json"
+echo "-- split mode (the edge runs layers [0,2) itself and sends their f32 states, not the prompt) --"
+"${EDGE[@]}" --mode split --split-layer 2 --draft early-exit:4 --stats-json "$TMP/split.json"
 echo "-- cloud mode (the verifier decodes and streams) --"
 "${EDGE[@]}" --mode cloud --stats-json "$TMP/cloud.json"
 echo "-- a wrong token is refused, and the edge does not fall back to local --"
