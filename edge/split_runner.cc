@@ -101,16 +101,12 @@ absl::Status SplitRunner::Accept(std::span<const int32_t> accepted_nodes) {
   const int base = round_base_;
   round_base_ = -1;
   const int n = static_cast<int>(round_tokens_.size()) - 1;
+  std::vector<int32_t> path;  // tree node indices: draft i is node i + 1
   for (int32_t node : accepted_nodes) {
     if (node < 0 || node >= n) return absl::InvalidArgumentError("accepted node out of range");
+    path.push_back(node + 1);
   }
-  if (round_parents_.empty()) {  // a chain: the accepted drafts are a prefix
-    return cache_.Truncate(base + 1 + static_cast<int>(accepted_nodes.size()));
-  }
-  std::vector<int32_t> keep(base + 1);
-  for (int i = 0; i <= base; ++i) keep[i] = i;
-  for (int32_t node : accepted_nodes) keep.push_back(base + 1 + node);
-  return cache_.KeepSlots(keep);
+  return cache_.KeepPath(base, path);
 }
 
 }  // namespace tandem::edge

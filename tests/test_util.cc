@@ -5,8 +5,14 @@
 #include <sstream>
 #include <stdexcept>
 
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <chrono>
+#include <thread>
 
 namespace tandem::testing {
 
@@ -38,6 +44,56 @@ int RunShell(const std::string& command) {
   int rc = std::system(command.c_str());
   if (rc == -1) return -1;
   return WIFEXITED(rc) ? WEXITSTATUS(rc) : 128 + WTERMSIG(rc);
+}
+
+Child Spawn(const std::vector<std::string>& args, const std::string& err_file, bool pipe_out) {
+  int fds[2] = {-1, -1};
+  if (pipe_out && pipe(fds) != 0) throw std::runtime_error("pipe failed");
+  Child c;
+  c.pid = fork();
+  if (c.pid == 0) {
+    const int err = open(err_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    dup2(err, 2);
+    if (pipe_out) {
+      dup2(fds[1], 1);
+      close(fds[0]);
+    } else {
+      dup2(open("/dev/null", O_WRONLY), 1);
+    }
+    std::vector<char*> argv;
+    for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  if (pipe_out) {
+    close(fds[1]);
+    c.out = fds[0];
+  }
+  return c;
+}
+
+void ReadSome(const Child& c, std::string* text, size_t min_bytes, double seconds) {
+  const auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  char buf[4096];
+  while (text->size() < min_bytes && std::chrono::steady_clock::now() < end) {
+    pollfd p{c.out, POLLIN, 0};
+    if (poll(&p, 1, 100) <= 0) continue;
+    const ssize_t got = read(c.out, buf, sizeof(buf));
+    if (got <= 0) return;
+    text->append(buf, static_cast<size_t>(got));
+  }
+}
+
+int WaitExit(int pid, int seconds) {
+  for (int i = 0; i < seconds * 100; ++i) {
+    int status = 0;
+    if (waitpid(pid, &status, WNOHANG) == pid) return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  kill(pid, SIGKILL);
+  waitpid(pid, nullptr, 0);
+  return -2;
 }
 
 TestPki MintTestPki(const std::string& dir) {

@@ -30,6 +30,20 @@ TestPki MintTestPki(const std::string& dir);
 // Runs `command` with /bin/sh; returns its exit status (-1 if it could not run).
 int RunShell(const std::string& command);
 
+// A child process started by Spawn: its pid, and the read end of its stdout when piped.
+struct Child {
+  int pid = -1;
+  int out = -1;
+};
+// Starts args[0] (a path) with args; stderr goes to `err_file`, stdout to a pipe (`pipe_out`)
+// or /dev/null.
+Child Spawn(const std::vector<std::string>& args, const std::string& err_file, bool pipe_out = false);
+// Reads the child's stdout into `text` until it holds `min_bytes`, EOF, or `seconds` pass.
+void ReadSome(const Child& c, std::string* text, size_t min_bytes, double seconds);
+// Waits up to `seconds` for `pid` to exit: its exit code, -1 if killed by a signal, -2 if it did
+// not exit in time (it is then killed).
+int WaitExit(int pid, int seconds);
+
 }  // namespace tandem::testing
 
 #endif  // TANDEM_TESTS_TEST_UTIL_H_

@@ -64,4 +64,28 @@ absl::Status KvCache::KeepSlots(std::span<const int32_t> slots) {
   return absl::OkStatus();
 }
 
+absl::Status KvCache::KeepPath(int base, std::span<const int32_t> path) {
+  if (base < 0 || base >= length_) {
+    return absl::InvalidArgumentError(absl::StrCat("KeepPath: root slot ", base,
+                                                   " is outside the cache length ", length_));
+  }
+  for (size_t i = 0; i < path.size(); ++i) {
+    if (path[i] < 1 || base + path[i] >= length_ || (i > 0 && path[i] <= path[i - 1])) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "KeepPath: node ", path[i], " at index ", i, " is out of order or outside the cache"));
+    }
+  }
+  const size_t row = static_cast<size_t>(kv_dim_) * sizeof(float);
+  for (int layer = layer_begin_; layer < layer_end_; ++layer) {
+    for (size_t i = 0; i < path.size(); ++i) {
+      const int to = base + 1 + static_cast<int>(i), from = base + path[i];
+      if (to == from) continue;  // increasing => never overwrites a source
+      std::memcpy(Key(layer, to), Key(layer, from), row);
+      std::memcpy(Value(layer, to), Value(layer, from), row);
+    }
+  }
+  length_ = base + 1 + static_cast<int>(path.size());
+  return absl::OkStatus();
+}
+
 }  // namespace tandem::model

@@ -36,6 +36,10 @@ class KvCache {
   absl::Status Truncate(int length);
   // Keeps only `slots` (strictly increasing, each < length()), moved down to 0..n-1, in order.
   absl::Status KeepSlots(std::span<const int32_t> slots);
+  // After a pass over a tree whose root (node 0) sits at slot `base`: keeps slots [0, base] and
+  // base + path[i] (node indices, strictly increasing, each >= 1), so the cache is the chain of
+  // the accepted path. A path 1, 2, ..., n (a chain's prefix) moves nothing.
+  absl::Status KeepPath(int base, std::span<const int32_t> path);
   void Clear() { length_ = 0; }
 
   // Row of kv_dim floats for absolute model layer `layer` and `slot`.

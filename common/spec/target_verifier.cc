@@ -177,14 +177,7 @@ absl::StatusOr<VerifyResult> TargetVerifier::VerifyRound(model::Engine& engine,
     return verdict.status();
   }
   // Keep the committed prefix, the root and the accepted path; the next token is fed next round.
-  if (chain) {
-    RETURN_IF_ERROR(cache_.Truncate(base + 1 + static_cast<int>(verdict->path.size())));
-  } else {
-    std::vector<int32_t> keep(base + 1);
-    for (int i = 0; i <= base; ++i) keep[i] = i;
-    for (int32_t node : verdict->path) keep.push_back(base + node);
-    RETURN_IF_ERROR(cache_.KeepSlots(keep));
-  }
+  RETURN_IF_ERROR(cache_.KeepPath(base, verdict->path));
   for (int32_t token : verdict->Emitted(tree)) committed_.push_back(token);
   return verdict;
 }

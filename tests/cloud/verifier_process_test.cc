@@ -21,29 +21,11 @@
 namespace tandem {
 namespace {
 
-pid_t Spawn(const std::vector<std::string>& args, const std::string& err_file) {
-  pid_t pid = fork();
-  if (pid == 0) {
-    int fd = open(err_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    dup2(fd, 2);
-    std::vector<char*> argv;
-    for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
-    execv(argv[0], argv.data());
-    _exit(127);
-  }
-  return pid;
-}
+using testing::WaitExit;
 
-int WaitExit(pid_t pid, int seconds) {
-  for (int i = 0; i < seconds * 100; ++i) {
-    int status = 0;
-    if (waitpid(pid, &status, WNOHANG) == pid) return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  kill(pid, SIGKILL);
-  waitpid(pid, nullptr, 0);
-  return -2;  // did not exit in time
+// Starts a process with stderr to `err_file`; its pid.
+pid_t Spawn(const std::vector<std::string>& args, const std::string& err_file) {
+  return testing::Spawn(args, err_file).pid;
 }
 
 const std::string kBin = std::string(TANDEM_BIN_DIR) + "/tandem-verifier";

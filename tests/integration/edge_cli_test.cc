@@ -29,71 +29,16 @@
 namespace tandem {
 namespace {
 
+using testing::Child;
+using testing::ReadSome;
+using testing::Spawn;
+using testing::WaitExit;
+
 const std::string kVerifier = std::string(TANDEM_BIN_DIR) + "/tandem-verifier";
 const std::string kEdge = std::string(TANDEM_BIN_DIR) + "/tandem-edge";
 constexpr char kZooText[] =
     "Zoo was a little girl named Lily. She loved to play outside in the park. One day, she saw a "
     "big, red ball. She wanted to play with it, but she didn't want to play with\n";
-
-// A child process; stdout through a pipe (when asked), stderr to a file.
-struct Child {
-  pid_t pid = -1;
-  int out = -1;  // read end of the child's stdout
-};
-
-Child Spawn(const std::vector<std::string>& args, const std::string& err_file, bool pipe_out) {
-  int fds[2] = {-1, -1};
-  if (pipe_out) {
-    EXPECT_EQ(pipe(fds), 0);
-  }
-  Child c;
-  c.pid = fork();
-  if (c.pid == 0) {
-    int err = open(err_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    dup2(err, 2);
-    if (pipe_out) {
-      dup2(fds[1], 1);
-      close(fds[0]);
-    } else {
-      int null = open("/dev/null", O_WRONLY);
-      dup2(null, 1);
-    }
-    std::vector<char*> argv;
-    for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
-    execv(argv[0], argv.data());
-    _exit(127);
-  }
-  if (pipe_out) {
-    close(fds[1]);
-    c.out = fds[0];
-  }
-  return c;
-}
-
-// Reads the child's stdout until it has `min_bytes` (or EOF, or `seconds` pass).
-void ReadSome(const Child& c, std::string* text, size_t min_bytes, double seconds) {
-  const auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
-  char buf[4096];
-  while (text->size() < min_bytes && std::chrono::steady_clock::now() < end) {
-    pollfd p{c.out, POLLIN, 0};
-    if (poll(&p, 1, 100) <= 0) continue;
-    const ssize_t got = read(c.out, buf, sizeof(buf));
-    if (got <= 0) return;
-    text->append(buf, static_cast<size_t>(got));
-  }
-}
-
-int WaitExit(pid_t pid, int seconds) {
-  for (int i = 0; i < seconds * 100; ++i) {
-    int status = 0;
-    if (waitpid(pid, &status, WNOHANG) == pid) return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  kill(pid, SIGKILL);
-  waitpid(pid, nullptr, 0);
-  return -2;  // did not exit in time
-}
 
 // Runs the edge to completion: its exit code, stdout and stderr.
 struct EdgeRun {

@@ -160,6 +160,17 @@ TEST_F(EngineTest, KeepSlotsAfterTreeEqualsChainOfAcceptedPath) {
   ForwardResult want = Run(e, chain, chain_tokens);
   EXPECT_LT(MaxDiff(got.Row(0), want.Row(want.rows - 2)), kTol);
   EXPECT_LT(MaxDiff(got.Row(1), want.Row(want.rows - 1)), kTol);
+
+  // KeepPath says the same relative to the root (the last prefix slot, node 0).
+  KvCache by_path = NewCache();
+  Run(e, by_path, prefix);
+  Run(e, by_path, toks, parents);
+  const std::vector<int32_t> path = {1, 3, 4};
+  ASSERT_TRUE(by_path.KeepPath(L - 1, path).ok());
+  EXPECT_EQ(by_path.length(), L + 3);
+  ForwardResult got_path = Run(e, by_path, {77, 78});
+  EXPECT_EQ(MaxDiff(got_path.Row(0), got.Row(0)), 0.0f);
+  EXPECT_EQ(MaxDiff(got_path.Row(1), got.Row(1)), 0.0f);
 }
 
 TEST_F(EngineTest, TruncateThenRedecodeEqualsFreshDecode) {
@@ -292,6 +303,11 @@ TEST_F(EngineTest, KvCacheMemoryIsBoundedAndReported) {
   std::vector<int32_t> outside = {0, 4};
   EXPECT_FALSE(cache.KeepSlots(unordered).ok());
   EXPECT_FALSE(cache.KeepSlots(outside).ok());
+  const std::vector<int32_t> root_in_path = {0, 1}, past_end = {1, 3}, backwards = {2, 1};
+  EXPECT_FALSE(cache.KeepPath(1, root_in_path).ok());
+  EXPECT_FALSE(cache.KeepPath(1, past_end).ok());
+  EXPECT_FALSE(cache.KeepPath(0, backwards).ok());
+  EXPECT_FALSE(cache.KeepPath(4, {}).ok());
   EXPECT_EQ(cache.length(), 4);
   EXPECT_TRUE(cache.Truncate(2).ok());
   EXPECT_EQ(cache.length(), 2);
