@@ -48,6 +48,7 @@
 #include "common/model/sampler.h"
 #include "common/spec/drafter.h"
 #include "edge/connection.h"
+#include "edge/scheduler.h"
 
 namespace tandem::edge {
 
@@ -55,6 +56,15 @@ enum class EdgeMode { kAuto, kSpec, kCloud, kLocal, kSplit };
 
 // "auto", "spec", "cloud", "local", "split".
 const char* EdgeModeName(EdgeMode mode);
+
+// One round as seen by the edge (EdgeOptions::on_round).
+struct RoundTrace {
+  double t_s = 0;              // since Generate began
+  RunConfig config;            // the configuration this round ran with
+  int tokens = 0;              // tokens committed by the round
+  int64_t bytes_up = 0, bytes_down = 0;  // of the round
+  double est_rtt_s = 0, est_up_bps = 0, est_down_bps = 0;  // link estimates after the round
+};
 
 struct EdgeOptions {
   EdgeMode mode = EdgeMode::kAuto;
@@ -81,7 +91,28 @@ struct EdgeOptions {
   int reconnect_every_tokens = 0;
   // Warnings (fallback to local, resumption). Null: printed to stderr.
   std::function<void(const std::string&)> on_warning;
+
+  // kAuto with a scheduler: every round, the scheduler picks the configuration (spec with a draft
+  // length, split with a layer and codec, cloud; never local while the verifier is reachable
+  // unless `allowed` has it) from the live measurements, with hysteresis; a change of mode or
+  // split layer opens a new session that replays the committed prefix. Without it, kAuto is
+  // spec with local fallback. kSplit with split_layer == 0 ("--split-layer auto") schedules the
+  // split layer (and codec among `codecs`) the same way, split mode only.
+  std::optional<SchedulerPolicy> scheduler;
+  // The scheduler's prior for the acceptance of a draft position it has not measured yet
+  // (optimistic, so that speculation gets tried where it could pay).
+  double prior_acceptance = 0.9;
+  // `uncertain` policy (lossy, opt-in; chains in kSpec/kAuto-spec): a draft whose draft
+  // probability is at least this is committed without waiting for a verdict and reaches the
+  // verifier later as context (DraftRound.context_ids). 0 = off (every token verified).
+  double uncertain_threshold = 0;
+  // Debug lines (one per scheduler change, with its reason). Null: dropped.
+  std::function<void(const std::string&)> on_debug;
+  // Called after every round (spec/split verdict, cloud token batch) with what was decided and
+  // measured; for benchmarks and timelines. Null: not called.
+  std::function<void(const RoundTrace&)> on_round;
 };
+
 
 struct EdgeStats {
   int64_t generated_tokens = 0;
@@ -101,6 +132,10 @@ struct EdgeStats {
   double rtt_seconds = 0;  // summed over samples: reply wall time minus the verifier's compute
   double cloud_compute_seconds = 0;
   double draft_seconds = 0;
+  int64_t tokens_unverified = 0;    // uncertain policy: committed without a verdict
+  int64_t config_changes = 0;       // scheduler: configuration changes (the first choice included)
+  int64_t session_switches = 0;     // new sessions opened for a change of mode or split layer
+  std::string final_config;         // the configuration in use at the end ("spec g4", "cloud", ...)
   double MeanRttSeconds() const { return rtt_samples > 0 ? rtt_seconds / rtt_samples : 0.0; }
 };
 
