@@ -7,7 +7,7 @@
 //   - with weaker drafters the text drifts from exact decoding: measured (identical share, first
 //     divergence, token agreement) and recorded as test properties, with only what must hold
 //     asserted (every token the target did not choose was committed unverified);
-//   - sampling, a session token limit, a verifier restart mid-generation (the resumed session
+//   - kAuto's spec rounds, sampling, a session token limit, a verifier restart mid-generation (the resumed session
 //     replays the unverified tokens too), bad options, and the CLI's flag and stats.
 #include <cmath>
 #include <cstdio>
@@ -184,6 +184,22 @@ TEST_F(UncertainTest, TheTargetAsDrafterCommitsUnverifiedInFewerRoundTripsAndThe
   EXPECT_EQ(h.Metric("tandem_spec_decode_num_accepted_tokens_total"), accepted);
   EXPECT_EQ(h.Metric("tandem_verify_passes_total"), rounds);
   EXPECT_EQ(h.Metric("tandem_rejections_total", {{"reason", "bad_context"}}), 0);
+}
+
+// kAuto runs spec rounds while the verifier answers: the policy applies to them as well.
+TEST_F(UncertainTest, AutoModeSpecRoundsUseThePolicyToo) {
+  VerifierHarness h(*target_, {});
+  const std::vector<int32_t> prompt = Prompt("The little dog");
+  EdgeOptions o = Options(0.5);
+  o.mode = EdgeMode::kAuto;
+  auto drafter = Drafter(-1);
+  Result r = Generate(h.channel(), drafter.get(), o, prompt, 64);
+  ASSERT_TRUE(r.status.ok()) << r.status;
+  EXPECT_EQ(r.tokens, GreedyTargetAlone(*target_, prompt, 64));
+  EXPECT_GT(r.stats.tokens_unverified, 0);
+  EXPECT_EQ(r.stats.tokens_verified + r.stats.tokens_unverified, r.stats.generated_tokens);
+  EXPECT_EQ(r.stats.tokens_local_fallback, 0);
+  EXPECT_GT(h.Metric("tandem_context_tokens_total"), 0);
 }
 
 // Weaker drafters: confident tokens the target would not have written stand. Every token the
