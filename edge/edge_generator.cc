@@ -17,6 +17,7 @@
 #include "common/util/clock.h"
 #include "common/util/status_macros.h"
 #include "edge/split_runner.h"
+#include "edge/uncertain.h"
 #include "edge/verifier_stream.h"
 
 namespace tandem::edge {
@@ -474,6 +475,18 @@ absl::Status EdgeGenerator::Run::LocalStep() {
 }
 
 absl::Status EdgeGenerator::Run::SpecStep(absl::Status* network) {
+  // The uncertain policy (edge/uncertain.h): confident drafts are committed now, unverified, and
+  // go up as this round's context. Here the verifier holds exactly committed_[0, verified_end).
+  const size_t verified_end = committed_.size();
+  if (UncertainApplies(o_, g_.drafter_, Splitting())) {
+    RETURN_IF_ERROR(CommitConfidentDrafts(
+                        *g_.drafter_, committed_, o_.uncertain_threshold,
+                        std::min(UnverifiedRunLimit(o_), Room()),
+                        [&](int32_t t) { return Commit(t, &stats_->tokens_unverified); },
+                        &stats_->draft_seconds)
+                        .status());
+    if (Done()) return absl::OkStatus();  // the unsent context is needed by no verdict
+  }
   const int room = Room();
   if (room < 0) {  // the verifier's context is full
     ended_ = true;
@@ -531,6 +544,7 @@ absl::Status EdgeGenerator::Run::SpecStep(absl::Status* network) {
     v1::DraftRound* d = out.mutable_draft();
     d->set_round(round_ + 1);
     d->set_committed_length(static_cast<uint32_t>(committed_.size()));
+    d->mutable_context_ids()->Add(committed_.begin() + verified_end, committed_.end());
     d->mutable_token_ids()->Add(nodes.tokens.begin() + 1, nodes.tokens.begin() + 1 + k);
     if (tree) {
       for (int i = 1; i <= k; ++i) d->add_parents(nodes.parents[i] - 1);  // root -> -1
@@ -708,6 +722,7 @@ absl::Status EdgeGenerator::Generate(std::span<const int32_t> prompt, int max_ne
                                      EdgeStats* stats) {
   if (prompt.empty()) return absl::InvalidArgumentError("empty prompt (it needs at least BOS)");
   if (max_new_tokens <= 0) return absl::OkStatus();
+  RETURN_IF_ERROR(CheckUncertainOptions(options_));
   const EdgeMode mode = options_.mode;
   if (mode == EdgeMode::kLocal || (mode == EdgeMode::kAuto && channel_ == nullptr)) {
     spec::SpecOptions o;

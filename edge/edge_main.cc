@@ -8,7 +8,7 @@
 //       [--objective latency|cloud-cost] [--codecs f32,int8] [--max-spec-tokens G]
 //       [--prior-acceptance P] [--verbose]                   (the scheduler: auto mode)
 //       [--draft-model F | --draft early-exit:K | --draft ngram:N]
-//       [--spec-tokens G|auto] [--tree static:K,D|dynamic:N]
+//       [--spec-tokens G|auto] [--tree static:K,D|dynamic:N] [--uncertain-threshold P]
 //       [--tls-ca F [--tls-cert F --tls-key F] [--tls-server-name NAME]]
 //       [--auth-token-file F] [--retry-deadline-s S] [--timeout-s S] [--connect-timeout-s S]
 //       [--stats-json F]
@@ -27,6 +27,9 @@
 //          background and resuming when the verifier is back.
 //   split with --split-layer auto: the scheduler picks the layer (min/max from
 //          --min-split-layer, --max-edge-layers) and the codec among --codecs (default --codec).
+// --uncertain-threshold P (spec/auto, chains; default 0 = off): drafts whose draft probability is
+// at least P are committed without waiting for a verdict and reach the verifier later as context.
+// Lossy: the text may differ from the target's (see edge/uncertain.h).
 // In spec, split and cloud, an outage is retried (backoff, resumed on a new session) for up to
 // --retry-deadline-s (default 10), then the run fails. Refused credentials (UNAUTHENTICATED,
 // PERMISSION_DENIED, TLS/certificate failures), a model or vocabulary mismatch and bad requests
@@ -45,6 +48,7 @@
 #include "absl/strings/str_split.h"
 #include "common/util/flags.h"
 #include "edge/edge_generator.h"
+#include "edge/uncertain.h"
 
 namespace {
 
@@ -76,7 +80,7 @@ void WriteStatsJson(const std::string& path, edge::EdgeMode mode, size_t prompt_
   std::ofstream js(path, std::ios::trunc);
   js << absl::StrFormat(
       "{\n  \"mode\": \"%s\",\n  \"prompt_tokens\": %d,\n  \"generated_tokens\": %d,\n"
-      "  \"tokens_verified\": %d,\n  \"tokens_from_cloud\": %d,\n"
+      "  \"tokens_verified\": %d,\n  \"tokens_unverified\": %d,\n  \"tokens_from_cloud\": %d,\n"
       "  \"tokens_local_fallback\": %d,\n  \"round_trips\": %d,\n  \"target_passes\": %d,\n"
       "  \"sessions\": %d,\n  \"reconnects\": %d,\n  \"fallbacks\": %d,\n"
       "  \"bytes_up\": %d,\n  \"bytes_down\": %d,\n"
@@ -85,7 +89,7 @@ void WriteStatsJson(const std::string& path, edge::EdgeMode mode, size_t prompt_
       "  \"draft_tokens\": %d,\n  \"accepted_tokens\": %d,\n"
       "  \"config_changes\": %d,\n  \"session_switches\": %d,\n  \"final_config\": \"%s\"\n}\n",
       edge::EdgeModeName(mode), prompt_tokens, s.generated_tokens, s.tokens_verified,
-      s.tokens_from_cloud, s.tokens_local_fallback, s.round_trips, s.target_passes, s.sessions,
+      s.tokens_unverified, s.tokens_from_cloud, s.tokens_local_fallback, s.round_trips, s.target_passes, s.sessions,
       s.reconnects, s.fallbacks, s.bytes_up, s.bytes_down, s.MeanRttSeconds(), s.rtt_seconds,
       s.cloud_compute_seconds, s.draft_seconds, s.draft_tokens, s.accepted_tokens,
       s.config_changes, s.session_switches, s.final_config);
@@ -98,7 +102,7 @@ int Generate(const std::vector<std::string>& args) {
              "timeout-s", "connect-timeout-s", "retry-deadline-s", "tls-ca", "tls-cert",
              "tls-key", "tls-server-name", "auth-token-file", "split-layer", "codec",
              "allowed-modes", "min-split-layer", "max-edge-layers", "objective", "codecs",
-             "max-spec-tokens", "prior-acceptance"},
+             "max-spec-tokens", "prior-acceptance", "uncertain-threshold"},
       {"verbose"});
   if (!flags.ok()) return Fail(flags.status());
   if (!flags->Has("model")) return Fail(absl::InvalidArgumentError("--model FILE is required"));
@@ -126,10 +130,11 @@ int Generate(const std::vector<std::string>& args) {
   auto timeout = flags->Double("timeout-s", 30.0);
   auto connect_timeout = flags->Double("connect-timeout-s", 1.0);
   auto retry_deadline = flags->Double("retry-deadline-s", 10.0);
+  auto uncertain = flags->Double("uncertain-threshold", 0.0);
   for (const absl::Status& s :
        {max_tokens.status(), gamma.status(), top_k.status(), temperature.status(),
         top_p.status(), seed.status(), timeout.status(), connect_timeout.status(),
-        retry_deadline.status()}) {
+        retry_deadline.status(), uncertain.status()}) {
     if (!s.ok()) return Fail(s);
   }
   if (*timeout <= 0 || *connect_timeout <= 0 || *retry_deadline < 0) {
@@ -144,6 +149,7 @@ int Generate(const std::vector<std::string>& args) {
   o.reply_timeout_s = *timeout;
   o.connect_timeout_s = *connect_timeout;
   o.retry_deadline_s = *retry_deadline;
+  o.uncertain_threshold = *uncertain;
   if (absl::Status s = model::ValidateSamplerOptions(o.sampler); !s.ok()) return Fail(s);
   if (o.mode == edge::EdgeMode::kSplit) {
     if (!flags->Has("split-layer")) {
@@ -221,6 +227,7 @@ int Generate(const std::vector<std::string>& args) {
     if (!tree.ok()) return Fail(tree.status());
     o.tree = *tree;
   }
+  if (absl::Status s = edge::CheckUncertainOptions(o); !s.ok()) return Fail(s);
   if (flags->Has("auth-token-file")) {
     absl::StatusOr<std::string> token = edge::ReadAuthTokenFile(flags->String("auth-token-file"));
     if (!token.ok()) return Fail(token.status());
@@ -286,10 +293,11 @@ int Generate(const std::vector<std::string>& args) {
   if (flags->Has("stats-json")) WriteStatsJson(flags->String("stats-json"), o.mode, prompt.size(), stats);
   if (!s.ok()) return Fail(s);
   std::fprintf(stderr,
-               "tandem-edge: %lld tokens (%lld verified, %lld from the cloud, %lld local), %lld "
-               "round trips, %lld reconnects, %lld bytes up, %lld down\n",
+               "tandem-edge: %lld tokens (%lld verified, %lld unverified, %lld from the cloud, %lld "
+               "local), %lld round trips, %lld reconnects, %lld bytes up, %lld down\n",
                static_cast<long long>(stats.generated_tokens),
                static_cast<long long>(stats.tokens_verified),
+               static_cast<long long>(stats.tokens_unverified),
                static_cast<long long>(stats.tokens_from_cloud),
                static_cast<long long>(stats.tokens_local_fallback),
                static_cast<long long>(stats.round_trips), static_cast<long long>(stats.reconnects),
