@@ -87,6 +87,7 @@ class EdgeGenerator::Run {
         scheduled_(g.scheduler_ != nullptr),
         gen_start_(MonotonicSeconds()) {
     if (scheduled_) cfg_ = g.scheduler_->current();
+    synced_ = *stats;
   }
 
   ~Run() {
@@ -94,6 +95,7 @@ class EdgeGenerator::Run {
     stats_->bytes_up += counters_.bytes_up;
     stats_->bytes_down += counters_.bytes_down;
     if (scheduled_) stats_->final_config = cfg_.Name();
+    SyncMetrics();
   }
 
   absl::Status Go();
@@ -135,6 +137,10 @@ class EdgeGenerator::Run {
     if (o_.on_debug) o_.on_debug(line);
   }
   void Trace(int tokens, int64_t up, int64_t down);
+  // The configuration in use (the scheduler's, else the options').
+  RunConfig CurrentConfig() const;
+  // Brings EdgeOptions::metrics up to date (counters by what changed since the last call).
+  void SyncMetrics();
 
   EdgeGenerator& g_;
   const EdgeOptions& o_;
@@ -171,7 +177,34 @@ class EdgeGenerator::Run {
   const bool scheduled_;
   RunConfig cfg_;           // scheduled: the configuration in use (or for the next session)
   const double gen_start_;
+  EdgeStats synced_;           // what the metrics have counted so far (SyncMetrics)
+  int64_t counted_up_ = 0, counted_down_ = 0;  // of counters_, in the metrics
+  std::optional<RunConfig> metrics_config_;  // the configuration the metrics show
 };
+
+void EdgeGenerator::Run::SyncMetrics() {
+  EdgeMetrics* metrics = o_.metrics.get();
+  if (metrics == nullptr) return;
+  EdgeStats now = *stats_;
+  // This run's bytes reach the stats only when it ends: count them from the stream counters.
+  now.bytes_up = synced_.bytes_up + (counters_.bytes_up - counted_up_);
+  now.bytes_down = synced_.bytes_down + (counters_.bytes_down - counted_down_);
+  counted_up_ = counters_.bytes_up;
+  counted_down_ = counters_.bytes_down;
+  metrics->AddStats(synced_, now);
+  synced_ = now;
+  if (live_ == nullptr) return;
+  const Measurements m = live_->Snapshot(max_new_ - generated_, static_cast<int>(committed_.size()));
+  metrics->SetMeasurements(m);
+  std::optional<RunConfig> config;
+  if (!local_active_) config = CurrentConfig();
+  if (config != metrics_config_) {
+    metrics_config_ = config;
+    const double predicted =
+        config && g_.scheduler_ != nullptr ? g_.scheduler_->Predict(*config, m).tokens_per_s : 0.0;
+    metrics->SetConfig(config ? &*config : nullptr, predicted);
+  }
+}
 
 EdgeMode EdgeGenerator::Run::WantedMode() const {
   if (!scheduled_) return o_.mode == EdgeMode::kAuto ? EdgeMode::kSpec : o_.mode;
@@ -214,20 +247,24 @@ void EdgeGenerator::Run::Retire() {
   g_.closing_.push_back(std::move(stream_));
 }
 
+RunConfig EdgeGenerator::Run::CurrentConfig() const {
+  if (scheduled_) return cfg_;
+  RunConfig c;
+  c.mode = session_mode_ == EdgeMode::kCloud   ? RunMode::kCloud
+           : session_mode_ == EdgeMode::kSplit ? RunMode::kSplit
+                                               : RunMode::kSpec;
+  c.gamma = c.mode == RunMode::kCloud ? 0 : o_.spec_tokens;
+  c.split_layer = c.mode == RunMode::kSplit ? o_.split_layer : 0;
+  c.codec = o_.codec;
+  return c;
+}
+
 void EdgeGenerator::Run::Trace(int tokens, int64_t up, int64_t down) {
+  SyncMetrics();
   if (!o_.on_round) return;
   RoundTrace t;
   t.t_s = MonotonicSeconds() - gen_start_;
-  if (scheduled_) {
-    t.config = cfg_;
-  } else {
-    t.config.mode = session_mode_ == EdgeMode::kCloud   ? RunMode::kCloud
-                    : session_mode_ == EdgeMode::kSplit ? RunMode::kSplit
-                                                        : RunMode::kSpec;
-    t.config.gamma = o_.spec_tokens;
-    t.config.split_layer = o_.split_layer;
-    t.config.codec = o_.codec;
-  }
+  t.config = CurrentConfig();
   t.tokens = tokens;
   t.bytes_up = up;
   t.bytes_down = down;
@@ -471,6 +508,7 @@ absl::Status EdgeGenerator::Run::LocalStep() {
   local_run_++;
   local_since_attempt_++;
   Commit(next.tokens[0], &stats_->tokens_local_fallback);
+  SyncMetrics();
   return absl::OkStatus();
 }
 

@@ -49,6 +49,7 @@
 #include "common/model/sampler.h"
 #include "common/spec/drafter.h"
 #include "edge/connection.h"
+#include "edge/edge_metrics.h"
 #include "edge/live_measurements.h"
 #include "edge/scheduler.h"
 #include "edge/verifier_stream.h"
@@ -111,6 +112,8 @@ struct EdgeOptions {
   double uncertain_threshold = 0;
   // Debug lines (one per scheduler change, with its reason). Null: dropped.
   std::function<void(const std::string&)> on_debug;
+  // Updated after every round when set (serve its registry, or render it at the end).
+  std::shared_ptr<EdgeMetrics> metrics;
   // Called after every round (spec/split verdict, cloud token batch) with what was decided and
   // measured; for benchmarks and timelines. Null: not called.
   std::function<void(const RoundTrace&)> on_round;

@@ -11,7 +11,7 @@
 //       [--spec-tokens G|auto] [--tree static:K,D|dynamic:N] [--uncertain-threshold P]
 //       [--tls-ca F [--tls-cert F --tls-key F] [--tls-server-name NAME]]
 //       [--auth-token-file F] [--retry-deadline-s S] [--timeout-s S] [--connect-timeout-s S]
-//       [--stats-json F]
+//       [--stats-json F] [--metrics-listen HOST:PORT [--metrics-port-file F]] [--metrics-file F]
 //
 // Modes (see edge/edge_generator.h):
 //   spec   the edge drafts (chains, or trees with --tree), the verifier verifies; exact.
@@ -46,6 +46,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "common/obs/metrics.h"
 #include "common/util/flags.h"
 #include "edge/edge_generator.h"
 #include "edge/uncertain.h"
@@ -102,7 +103,8 @@ int Generate(const std::vector<std::string>& args) {
              "timeout-s", "connect-timeout-s", "retry-deadline-s", "tls-ca", "tls-cert",
              "tls-key", "tls-server-name", "auth-token-file", "split-layer", "codec",
              "allowed-modes", "min-split-layer", "max-edge-layers", "objective", "codecs",
-             "max-spec-tokens", "prior-acceptance", "uncertain-threshold"},
+             "max-spec-tokens", "prior-acceptance", "uncertain-threshold", "metrics-listen",
+             "metrics-port-file", "metrics-file"},
       {"verbose"});
   if (!flags.ok()) return Fail(flags.status());
   if (!flags->Has("model")) return Fail(absl::InvalidArgumentError("--model FILE is required"));
@@ -279,6 +281,21 @@ int Generate(const std::vector<std::string>& args) {
     if (!dr.ok()) return Fail(dr.status());
     drafter = std::move(*dr);
   }
+  // Edge metrics: served while generating (--metrics-listen), written at the end (--metrics-file).
+  std::unique_ptr<obs::MetricsEndpoint> endpoint;
+  if (flags->Has("metrics-listen") || flags->Has("metrics-file")) {
+    o.metrics = std::make_shared<edge::EdgeMetrics>();
+  }
+  if (flags->Has("metrics-listen")) {
+    auto ep = obs::MetricsEndpoint::Start(flags->String("metrics-listen"));
+    if (!ep.ok()) return Fail(ep.status());
+    endpoint = std::move(*ep);
+    endpoint->Register(o.metrics->registry());
+    if (flags->Has("metrics-port-file")) {
+      std::ofstream pf(flags->String("metrics-port-file"), std::ios::trunc);
+      pf << endpoint->port() << "\n";
+    }
+  }
   edge::EdgeGenerator gen(**local, drafter.get(), channel, o);
   const model::Vocab& vocab = (*local)->vocab();
   std::vector<int32_t> prompt = vocab.Encode(flags->String("prompt"), true);
@@ -290,6 +307,10 @@ int Generate(const std::vector<std::string>& args) {
                                 &stats);
   std::printf("\n");
   std::fflush(stdout);
+  if (flags->Has("metrics-file")) {
+    std::ofstream mf(flags->String("metrics-file"), std::ios::trunc);
+    mf << obs::RenderText(*o.metrics->registry());
+  }
   if (flags->Has("stats-json")) WriteStatsJson(flags->String("stats-json"), o.mode, prompt.size(), stats);
   if (!s.ok()) return Fail(s);
   std::fprintf(stderr,
