@@ -8,7 +8,10 @@
 //           compressed states instead of the prompt's ids; exact with the f32 codec. Strict like
 //           kSpec (retries within the deadline, never falls back).
 //   kLocal  the edge's own model alone, no network.
-//   kAuto   kSpec while the verifier is reachable. When it is not (at the start, or it goes away
+//   kAuto   with EdgeOptions::scheduler: the scheduler picks spec (draft length), split (layer,
+//           codec) or cloud every round from live measurements (see scheduler.h,
+//           live_measurements.h); without it, kSpec. In both, while the verifier is reachable.
+//           When it is not (at the start, or it goes away
 //           mid-generation) the edge warns, continues with its local model, keeps trying to
 //           reconnect with backoff between local tokens, and resumes kSpec by replaying the
 //           accepted prefix (local tokens included).
