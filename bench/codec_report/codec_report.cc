@@ -48,6 +48,12 @@ struct TopAcc {
   double max_err = 0, sum_err = 0;
 };
 
+// The exact logits at the predicting positions: how far apart the top two are, and their scale.
+struct ExactStats {
+  int64_t positions = 0, logits = 0;
+  double margin_sum = 0, square_sum = 0;
+};
+
 double PerRow(const WireBytes& w) {
   return w.rows > 0 ? static_cast<double>(w.payload_bytes) / static_cast<double>(w.rows) : 0.0;
 }
@@ -73,7 +79,7 @@ void CountGroups(std::span<const v1::HiddenStates> groups, uint32_t prompt_lengt
 absl::Status TeacherForced(const model::Model& m, std::span<const int32_t> prompt,
                            std::span<const int32_t> reference, int n,
                            std::span<const codec::CodecKind> kinds, model::Engine& engine,
-                           std::vector<std::vector<TopAcc>>* acc) {
+                           std::vector<std::vector<TopAcc>>* acc, ExactStats* exact) {
   const model::ModelConfig& cfg = m.config();
   const int n_layers = cfg.n_layers, dim = cfg.dim, vocab = cfg.vocab_size;
   // The positions that predict the continuation: n tokens, or the ones before a stop plus the
@@ -105,6 +111,23 @@ absl::Status TeacherForced(const model::Model& m, std::span<const int32_t> promp
     } else {
       exact_logits = std::move(out.data);
     }
+  }
+
+  for (int p = first; p < T; ++p) {
+    const float* row = exact_logits.data() + static_cast<size_t>(p) * vocab;
+    float top = -INFINITY, second = -INFINITY;
+    for (int v = 0; v < vocab; ++v) {
+      exact->square_sum += static_cast<double>(row[v]) * row[v];
+      if (row[v] > top) {
+        second = top;
+        top = row[v];
+      } else if (row[v] > second) {
+        second = row[v];
+      }
+    }
+    exact->margin_sum += static_cast<double>(top) - second;
+    exact->positions += 1;
+    exact->logits += vocab;
   }
 
   for (int k = 1; k < n_layers; ++k) {
@@ -333,11 +356,13 @@ absl::StatusOr<ModelReport> RunReport(const model::Model& m, const std::string& 
 
   const size_t nk = options.kinds.size();
   std::vector<std::vector<TopAcc>> acc(n_layers, std::vector<TopAcc>(nk));
+  ExactStats exact;
   {
     model::ThreadPool pool(options.threads);
     model::Engine engine(m, &pool);
     for (size_t i = 0; i < prompts.size(); ++i) {
-      RETURN_IF_ERROR(TeacherForced(m, prompts[i], rep.references[i], n, options.kinds, engine, &acc));
+      RETURN_IF_ERROR(TeacherForced(m, prompts[i], rep.references[i], n, options.kinds, engine, &acc,
+                                    &exact));
       progress(absl::StrCat("teacher-forced top-1, prompt ", i + 1, "/", prompts.size()));
     }
   }
@@ -390,6 +415,8 @@ absl::StatusOr<ModelReport> RunReport(const model::Model& m, const std::string& 
         r.top1_agreement = a.positions > 0 ? static_cast<double>(a.agree) / a.positions : 0.0;
         r.max_abs_logit_err = a.max_err;
         r.mean_abs_logit_err = a.err_count > 0 ? a.sum_err / a.err_count : 0.0;
+        r.exact_top1_margin = exact.positions > 0 ? exact.margin_sum / exact.positions : 0.0;
+        r.exact_logit_rms = exact.logits > 0 ? std::sqrt(exact.square_sum / exact.logits) : 0.0;
       }
     }
   }
@@ -416,7 +443,9 @@ std::string RowsToJson(std::span<const ReportRow> rows) {
     absl::StrAppend(&o, ", \"top1_positions\": ", r.top1_positions,
                     ", \"top1_agreement\": ", Num(r.top1_agreement),
                     ", \"max_abs_logit_err\": ", Num(r.max_abs_logit_err),
-                    ", \"mean_abs_logit_err\": ", Num(r.mean_abs_logit_err), "}");
+                    ", \"mean_abs_logit_err\": ", Num(r.mean_abs_logit_err),
+                    ", \"exact_top1_margin\": ", Num(r.exact_top1_margin),
+                    ", \"exact_logit_rms\": ", Num(r.exact_logit_rms), "}");
     objects.push_back(std::move(o));
   }
   return absl::StrCat("[\n  ", absl::StrJoin(objects, ",\n  "), "\n]");

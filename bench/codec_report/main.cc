@@ -2,9 +2,12 @@
 // Usage:
 //   tandem-codec-report --out FILE.json [--model M --tokenizer T] [--tokens 64] [--threads 2]
 //       [--greedy-layers all|2,3] [--synth110m PATH [--synth-type q8_0]
-//       [--synth-greedy-layers 2]]
+//       [--synth110m-untied PATH] [--synth-greedy-layers 2]]
 // --synth110m writes the synthetic 110M llama (dim 768, hidden 2048, 12 layers, 12 heads, vocab
 // 32000, seed 110, as bench/run_engine_bench.sh makes it) to PATH when PATH does not exist.
+// Its classifier is tied to the embedding, and random weights make it repeat its input (the
+// residual stream stays close to the input token's embedding), so its argmax is hard to move;
+// --synth110m-untied adds the same shape with its own random classifier, whose continuations vary.
 #include <cstdio>
 #include <filesystem>
 #include <string>
@@ -61,7 +64,7 @@ int Main(int argc, char** argv) {
   absl::StatusOr<Flags> flags = Flags::Parse(
       std::vector<std::string>(argv + 1, argv + argc),
       {"out", "model", "tokenizer", "tokens", "threads", "greedy-layers", "synth110m",
-       "synth-type", "synth-greedy-layers"});
+       "synth110m-untied", "synth-type", "synth-greedy-layers"});
   if (!flags.ok()) return Fail(flags.status());
   if (!flags->Has("out")) return Fail(absl::InvalidArgumentError("--out FILE.json is required"));
   absl::StatusOr<int64_t> tokens = flags->Int("tokens", 64, 1, 4096);
@@ -79,15 +82,18 @@ int Main(int argc, char** argv) {
     runs.push_back({std::filesystem::path(o.path).stem().string(), o.path, std::move(*m),
                     flags->String("greedy-layers", "all")});
   }
-  if (flags->Has("synth110m")) {
-    const std::string path = flags->String("synth110m");
-    const std::string type_name = flags->String("synth-type", "q8_0");
+  const std::string type_name = flags->String("synth-type", "q8_0");
+  for (const bool untied : {false, true}) {
+    const std::string flag = untied ? "synth110m-untied" : "synth110m";
+    if (!flags->Has(flag)) continue;
+    const std::string path = flags->String(flag);
     if (!std::filesystem::exists(path)) {
       std::optional<model::GgmlType> type = model::GgmlTypeFromName(type_name);
       if (!type) return Fail(absl::InvalidArgumentError("--synth-type must be f32, f16, q8_0 or q4_0"));
       const model::SyntheticModelSpec s{.dim = 768, .hidden_dim = 2048, .n_layers = 12,
                                         .n_heads = 12, .n_kv_heads = 12, .vocab_size = 32000,
-                                        .max_seq_len = 1024, .seed = 110};
+                                        .max_seq_len = 1024, .tied_classifier = !untied,
+                                        .seed = 110};
       if (absl::Status st = model::WriteSyntheticGguf(s, *type, path); !st.ok()) return Fail(st);
       std::fprintf(stderr, "wrote %s\n", path.c_str());
     }
@@ -95,7 +101,7 @@ int Main(int argc, char** argv) {
     o.path = path;
     auto m = model::Model::Load(o);
     if (!m.ok()) return Fail(m.status());
-    runs.push_back({absl::StrCat("synth110m-", type_name), path, std::move(*m),
+    runs.push_back({absl::StrCat(flag, "-", type_name), path, std::move(*m),
                     flags->String("synth-greedy-layers", "2")});
   }
 
@@ -141,6 +147,12 @@ int Main(int argc, char** argv) {
   std::fwrite(json.data(), 1, json.size(), f);
   std::fclose(f);
   std::fputs(RowsToTable(rows).c_str(), stdout);
+  for (size_t i = 0; i < rows.size(); ++i) {
+    if (i == 0 || rows[i].model != rows[i - 1].model) {
+      std::printf("%s exact logits: mean top-1 margin %.4g, RMS %.4g\n", rows[i].model.c_str(),
+                  rows[i].exact_top1_margin, rows[i].exact_logit_rms);
+    }
+  }
   return 0;
 }
 
