@@ -46,6 +46,8 @@ struct TopAcc {
   WireBytes rounds, rounds_zstd, four, four_zstd, prompt, prompt_zstd;
   int64_t positions = 0, agree = 0, err_count = 0;
   double max_err = 0, sum_err = 0;
+  double state_absmax = 0, state_square_sum = 0;  // the exact layer-k states
+  int64_t state_count = 0;
 };
 
 // The exact logits at the predicting positions: how far apart the top two are, and their scale.
@@ -133,6 +135,11 @@ absl::Status TeacherForced(const model::Model& m, std::span<const int32_t> promp
   for (int k = 1; k < n_layers; ++k) {
     for (size_t c = 0; c < kinds.size(); ++c) {
       TopAcc& a = (*acc)[k][c];
+      for (float x : states[k]) {
+        a.state_absmax = std::max(a.state_absmax, std::fabs(static_cast<double>(x)));
+        a.state_square_sum += static_cast<double>(x) * x;
+      }
+      a.state_count += static_cast<int64_t>(states[k].size());
       const codec::CodecSpec plain{kinds[c], false}, zstd{kinds[c], true};
       ASSIGN_OR_RETURN(auto g1, GroupStates(plain, k, states[k], T, dim, prompt_rows, 1));
       ASSIGN_OR_RETURN(auto g1z, GroupStates(zstd, k, states[k], T, dim, prompt_rows, 1));
@@ -415,6 +422,8 @@ absl::StatusOr<ModelReport> RunReport(const model::Model& m, const std::string& 
         r.top1_agreement = a.positions > 0 ? static_cast<double>(a.agree) / a.positions : 0.0;
         r.max_abs_logit_err = a.max_err;
         r.mean_abs_logit_err = a.err_count > 0 ? a.sum_err / a.err_count : 0.0;
+        r.state_absmax = a.state_absmax;
+        r.state_rms = a.state_count > 0 ? std::sqrt(a.state_square_sum / a.state_count) : 0.0;
         r.exact_top1_margin = exact.positions > 0 ? exact.margin_sum / exact.positions : 0.0;
         r.exact_logit_rms = exact.logits > 0 ? std::sqrt(exact.square_sum / exact.logits) : 0.0;
       }
@@ -444,6 +453,8 @@ std::string RowsToJson(std::span<const ReportRow> rows) {
                     ", \"top1_agreement\": ", Num(r.top1_agreement),
                     ", \"max_abs_logit_err\": ", Num(r.max_abs_logit_err),
                     ", \"mean_abs_logit_err\": ", Num(r.mean_abs_logit_err),
+                    ", \"state_absmax\": ", Num(r.state_absmax),
+                    ", \"state_rms\": ", Num(r.state_rms),
                     ", \"exact_top1_margin\": ", Num(r.exact_top1_margin),
                     ", \"exact_logit_rms\": ", Num(r.exact_logit_rms), "}");
     objects.push_back(std::move(o));
@@ -452,7 +463,7 @@ std::string RowsToJson(std::span<const ReportRow> rows) {
 }
 
 std::string RowsToTable(std::span<const ReportRow> rows) {
-  std::string t = absl::StrFormat("%-12s %3s %-10s %8s %8s %8s %10s %9s %9s %8s %10s\n", "model",
+  std::string t = absl::StrFormat("%-22s %3s %-10s %8s %8s %8s %10s %9s %9s %8s %10s\n", "model",
                                   "k", "codec", "B/tok", "msgB/tok", "B/row@4", "identical",
                                   "mean-div", "div-only", "top-1", "max|dlogit|");
   for (const ReportRow& r : rows) {
@@ -465,7 +476,7 @@ std::string RowsToTable(std::span<const ReportRow> rows) {
                       ? absl::StrFormat("%.1f", r.mean_first_divergence_diverging)
                       : "-";
     }
-    absl::StrAppend(&t, absl::StrFormat("%-12s %3d %-10s %8.1f %8.1f %8.1f %10s %9s %9s %8.4f %10.4g\n",
+    absl::StrAppend(&t, absl::StrFormat("%-22s %3d %-10s %8.1f %8.1f %8.1f %10s %9s %9s %8.4f %10.4g\n",
                                         r.model, r.k, codec, r.bytes_per_token,
                                         r.message_bytes_per_token, r.bytes_per_row_4, identical,
                                         mean, diverging, r.top1_agreement, r.max_abs_logit_err));

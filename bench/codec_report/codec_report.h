@@ -123,6 +123,9 @@ struct ReportRow {
   double top1_agreement = 0;
   double max_abs_logit_err = 0;
   double mean_abs_logit_err = 0;
+  // The exact layer-k states (prompts and continuations): largest magnitude and RMS.
+  double state_absmax = 0;
+  double state_rms = 0;
   // The exact logits at those positions (the same for every row of a model): the mean gap
   // between the largest and the second largest, and the RMS over the vocabulary.
   double exact_top1_margin = 0;
