@@ -535,6 +535,7 @@ absl::Status EdgeGenerator::Run::SpecStep(absl::Status* network) {
   const bool tree = o_.tree.has_value() && g_.drafter_ != nullptr;
   spec::DraftTree nodes;  // nodes[0] = the last committed token
   spec::Draft chain;
+  std::optional<v1::HiddenStates> self_states;  // split self-drafting: the round's states, pending
   double t0 = MonotonicSeconds();
   if (tree) {
     int limit = std::min(room, remaining - 1);
@@ -566,7 +567,14 @@ absl::Status EdgeGenerator::Run::SpecStep(absl::Status* network) {
     if (opened_.limits().max_draft_tokens() > 0) {
       gamma = std::min(gamma, static_cast<int>(opened_.limits().max_draft_tokens()));
     }
-    if (g_.drafter_ != nullptr && gamma > 0) {
+    if (Splitting() && o_.split_self_draft && o_.sampler.temperature <= 0) {
+      // The drafts come from the layer-k states this round sends anyway (early exit), so their
+      // layers [0, k) run once.
+      split_->set_codec(scheduled_ ? cfg_.codec : o_.codec);
+      self_states.emplace();
+      RETURN_IF_ERROR(split_->DraftRound(committed_.back(), std::max(0, gamma), &chain.tokens,
+                                         &*self_states));
+    } else if (g_.drafter_ != nullptr && gamma > 0) {
       RETURN_IF_ERROR(g_.drafter_->Propose(committed_, gamma, &chain));
       if (static_cast<int>(chain.tokens.size()) > gamma) chain.tokens.resize(gamma);
     }
@@ -596,6 +604,11 @@ absl::Status EdgeGenerator::Run::SpecStep(absl::Status* network) {
   double edge_seconds = 0;
   auto attach = [&](int k) -> absl::Status {
     if (!Splitting()) return absl::OkStatus();
+    if (self_states.has_value()) {  // DraftRound ran this round already
+      *out.mutable_draft()->mutable_hidden() = std::move(*self_states);
+      self_states.reset();
+      return absl::OkStatus();
+    }
     const double a0 = MonotonicSeconds();
     absl::Cleanup timed = [&] { edge_seconds += MonotonicSeconds() - a0; };
     std::vector<int32_t> parents;

@@ -85,6 +85,10 @@ struct EdgeOptions {
   // target model) and sends the layer-k states, encoded with `codec`; the prompt's ids stay here.
   int split_layer = 0;
   codec::CodecSpec codec;
+  // Split rounds (kSplit, and kAuto's): draft greedy chains by early exit on the edge's own
+  // layer-k states (SplitRunner::DraftRound) instead of with `drafter`, so each draft's layers
+  // [0, k) run once and are sent as they are. Greedy only (sampling uses `drafter`).
+  bool split_self_draft = false;
 
   double reply_timeout_s = 30;   // longest wait for one verifier reply; longer = an outage
   // kAuto: the longest one connection attempt may take (it holds up local tokens meanwhile; a

@@ -4,6 +4,7 @@
 //       [--max-tokens N] [--temperature X] [--top-k K] [--top-p P] [--seed S]
 //       [--mode auto|spec|cloud|local|split]                (default auto)
 //       [--split-layer K|auto] [--codec f32|f16|bf16|int8|int4[+zstd]]   (split mode)
+//       [--split-self-draft]      (split rounds draft by early exit on the edge's layer-K states)
 //       [--allowed-modes spec,cloud,split,local] [--min-split-layer K] [--max-edge-layers L]
 //       [--objective latency|cloud-cost] [--codecs f32,int8] [--max-spec-tokens G]
 //       [--prior-acceptance P] [--verbose]                   (the scheduler: auto mode)
@@ -105,7 +106,7 @@ int Generate(const std::vector<std::string>& args) {
              "allowed-modes", "min-split-layer", "max-edge-layers", "objective", "codecs",
              "max-spec-tokens", "prior-acceptance", "uncertain-threshold", "metrics-listen",
              "metrics-port-file", "metrics-file"},
-      {"verbose"});
+      {"verbose", "split-self-draft"});
   if (!flags.ok()) return Fail(flags.status());
   if (!flags->Has("model")) return Fail(absl::InvalidArgumentError("--model FILE is required"));
   if (flags->Has("draft-model") && flags->Has("draft")) {
@@ -223,6 +224,12 @@ int Generate(const std::vector<std::string>& args) {
             "--", f, " is for the scheduler (--mode auto, or --mode split --split-layer auto)")));
       }
     }
+  }
+  if (flags->Has("split-self-draft")) {
+    if (o.mode != edge::EdgeMode::kSplit && o.mode != edge::EdgeMode::kAuto) {
+      return Fail(absl::InvalidArgumentError("--split-self-draft is for --mode split or auto"));
+    }
+    o.split_self_draft = true;
   }
   if (flags->Has("tree")) {
     absl::StatusOr<spec::TreeShape> tree = spec::ParseTreeShape(flags->String("tree"));

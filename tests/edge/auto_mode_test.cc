@@ -258,6 +258,29 @@ TEST_F(AutoModeTest, SplitLayerAutoStaysWithinThePolicy) {
   EXPECT_GT(stats.tokens_verified, 0);
 }
 
+TEST_F(AutoModeTest, SplitSelfDraftingIsExactAtEveryLayer) {
+  // Drafts by early exit on the edge's own layer-k states: no drafter at all.
+  auto channel = MakeVerifierChannel(verifier_->target(), {});
+  ASSERT_TRUE(channel.ok());
+  for (int k = 1; k < target_->config().n_layers; ++k) {
+    EdgeOptions o;
+    o.mode = EdgeMode::kSplit;
+    o.split_layer = k;
+    o.split_self_draft = true;
+    o.spec_tokens = 4;
+    EdgeGenerator gen(*target_, nullptr, *channel, o);
+    for (const char* p : kPrompts) {
+      const std::vector<int32_t> prompt = Encode(p);
+      EdgeStats stats;
+      EXPECT_EQ(Generate(gen, prompt, 48, &stats),
+                tandem::testing::GreedyTargetAlone(*target_, prompt, 48))
+          << "k=" << k << " " << p;
+      EXPECT_GT(stats.draft_tokens, 0);
+      if (k == 4) EXPECT_GT(stats.accepted_tokens, 0) << "layer 4 of 5 drafts well";
+    }
+  }
+}
+
 TEST_F(AutoModeTest, PolicyWithoutAFeasibleSplitLayerIsRefused) {
   auto channel = MakeVerifierChannel(verifier_->target(), {});
   ASSERT_TRUE(channel.ok());
