@@ -68,6 +68,9 @@ void AddDraftProbs(std::span<const float> rows, int n, int vocab, v1::DraftProbs
 
 }  // namespace
 
+// In cloud sessions the scheduler re-decides after this many streamed tokens.
+constexpr int kCloudRedecideTokens = 8;
+
 // One Generate call: the committed tokens, the current session stream (if any), and the outage
 // bookkeeping. Every committed token goes through Commit, so none is emitted twice.
 class EdgeGenerator::Run {
@@ -177,6 +180,7 @@ class EdgeGenerator::Run {
   const bool scheduled_;
   RunConfig cfg_;           // scheduled: the configuration in use (or for the next session)
   const double gen_start_;
+  int decided_at_ = 0;         // generated_ at the last in-session decision
   EdgeStats synced_;           // what the metrics have counted so far (SyncMetrics)
   int64_t counted_up_ = 0, counted_down_ = 0;  // of counters_, in the metrics
   std::optional<RunConfig> metrics_config_;  // the configuration the metrics show
@@ -338,7 +342,10 @@ absl::Status EdgeGenerator::Run::Go() {
     if (!network.ok()) {
       stream_.reset();
       RETURN_IF_ERROR(OnFailure(network, true));
-    } else if (scheduled_ && !Done()) {
+    } else if (scheduled_ && !Done() &&
+               (session_mode_ != EdgeMode::kCloud || generated_ - decided_at_ >= kCloudRedecideTokens)) {
+      // Streamed cloud tokens come fast and change little: re-decide every few of them.
+      decided_at_ = generated_;
       Redecide(true);
     }
   }
