@@ -309,6 +309,7 @@ class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::Verif
   }
 
   grpc::Status HandleOpen() {
+    const double open_at = MonotonicSeconds();
     if (state_ != State::kExpectOpen) {
       return Reject("out_of_order", C::FAILED_PRECONDITION, "open: the session is already open");
     }
@@ -354,6 +355,7 @@ class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::Verif
     session_id_ = absl::StrCat("s", service_->NextSessionId());
     v1::SessionOpened* opened = out_.mutable_opened();
     opened->set_session_id(session_id_);
+    opened->set_setup_micros(static_cast<uint64_t>((MonotonicSeconds() - open_at) * 1e6));
     service_->FillModelInfo(opened->mutable_model());
     service_->FillLimits(opened->mutable_limits());
     WriteLocked();
@@ -599,8 +601,9 @@ class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::Verif
             return net::ToGrpcStatus(r.status());
           }
           const int accepted = static_cast<int>(r->path.size());
+          const int pass_positions = static_cast<int>(drafts_.size() + context_ids_.size()) + 1;
           service_->cost_model().Observe(service_->model().config().n_layers - split_layer_,
-                                         static_cast<int>(drafts_.size()) + 1,
+                                         pass_positions, pass_positions,
                                          MonotonicSeconds() - start, start - task_queued_at_);
           const int context = static_cast<int>(context_ids_.size());
           service_->CountRound(static_cast<int>(drafts_.size()), accepted);
@@ -652,7 +655,7 @@ class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::Verif
           absl::StatusOr<spec::VerifyResult> r = verifier_->VerifyRound(engine, {}, {}, {});
           if (!r.ok()) return net::ToGrpcStatus(r.status());
           const double end = MonotonicSeconds();
-          service_->cost_model().Observe(service_->model().config().n_layers, 1,
+          service_->cost_model().Observe(service_->model().config().n_layers, 1, 1,
                                          end - task_started_at_, task_started_at_ - task_queued_at_);
           step_micros_ = static_cast<uint64_t>((end - task_queued_at_) * 1e6);
           const int32_t t = r->next_token;

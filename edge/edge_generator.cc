@@ -66,6 +66,19 @@ void AddDraftProbs(std::span<const float> rows, int n, int vocab, v1::DraftProbs
   }
 }
 
+// Brings `channel` to READY: true once there, false at a connection failure or the deadline.
+bool WaitReady(grpc::Channel* channel, double timeout_s) {
+  const auto deadline = std::chrono::system_clock::now() +
+                        std::chrono::microseconds(static_cast<int64_t>(timeout_s * 1e6));
+  grpc_connectivity_state state = channel->GetState(true);
+  while (state != GRPC_CHANNEL_READY) {
+    if (state == GRPC_CHANNEL_TRANSIENT_FAILURE || state == GRPC_CHANNEL_SHUTDOWN) return false;
+    if (!channel->WaitForStateChange(state, deadline)) return false;
+    state = channel->GetState(true);
+  }
+  return true;
+}
+
 }  // namespace
 
 // In cloud sessions the scheduler re-decides after this many streamed tokens.
@@ -230,6 +243,8 @@ void EdgeGenerator::Run::Redecide(bool in_session) {
   std::string why;
   const RunConfig before = cfg_;
   cfg_ = g_.scheduler_->Decide(m, &why);
+
+
   if (!why.empty()) {
     stats_->config_changes++;
     Debug(why);
@@ -410,14 +425,18 @@ absl::Status EdgeGenerator::Run::Connect() {
                                MonotonicSeconds() - t0);
     }
   }
+  // The connection first (TCP, HTTP/2, TLS: several round trips on a new channel), so that the
+  // open below times one round trip. A refused or failing connection falls through to Open,
+  // which reports it.
+  const bool ready = WaitReady(g_.channel_.get(), timeout);
   const int64_t down0 = counters_.bytes_down;
   const double open_start = MonotonicSeconds();
   RETURN_IF_ERROR(stream->Open(open, committed_, timeout, &opened,
                                mode == EdgeMode::kSplit ? &prompt_states : nullptr));
-  if (live_ != nullptr) {
+  if (live_ != nullptr && ready) {
     // The open's round trip (the prompt that follows it is not waited for).
     live_->ObserveRound(static_cast<int64_t>(open.ByteSizeLong()) + 3, counters_.bytes_down - down0,
-                        MonotonicSeconds() - open_start, 0.0);
+                        MonotonicSeconds() - open_start, opened.setup_micros() * 1e-6);
     live_->ObserveVerifier(opened.model());
   }
   const v1::ModelInfo& info = opened.model();
@@ -711,7 +730,7 @@ absl::Status EdgeGenerator::Run::SpecStep(absl::Status* network) {
   if (live_ != nullptr) {
     live_->ObserveRound(up, down, wall, compute);
     const int k = Splitting() ? split_->k() : 0;
-    live_->ObserveCloudPass(static_cast<int>(opened_.model().n_layers()) - k, n + 1, compute);
+    live_->ObserveCloudPass(static_cast<int>(opened_.model().n_layers()) - k, n + 1, n + 1, compute);
     if (!tree) live_->ObserveAcceptance(n, static_cast<int>(v.accepted()));
     if (n > 0 && g_.drafter_ != nullptr) live_->ObserveDraft(n, draft_seconds);
     if (k > 0) {
@@ -752,7 +771,7 @@ absl::Status EdgeGenerator::Run::CloudStep(absl::Status* network) {
     stats_->rtt_seconds += std::max(0.0, MonotonicSeconds() - session_start_ - compute);
   }
   if (live_ != nullptr && t.token_ids_size() > 0) {
-    live_->ObserveCloudPass(static_cast<int>(opened_.model().n_layers()), 1,
+    live_->ObserveCloudPass(static_cast<int>(opened_.model().n_layers()), 1, 1,
                             compute / t.token_ids_size());
   }
   const int64_t before = generated_;

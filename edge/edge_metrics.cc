@@ -28,12 +28,15 @@ EdgeMetrics::EdgeMetrics(int max_positions) : registry_(std::make_shared<prometh
   auto& layer = BuildGauge()
                     .Name("tandem_edge_layer_seconds")
                     .Help("One target layer over P positions costs base + P * per_position seconds "
-                          "(side=cloud: as seen by the edge, queueing included).")
+                          "(side=cloud: as seen by the edge, queueing included; plus the head "
+                          "over H positions, head_base + H * head_per_position).")
                     .Register(*registry_);
   edge_base_ = &layer.Add({{"side", "edge"}, {"term", "base"}});
   edge_per_pos_ = &layer.Add({{"side", "edge"}, {"term", "per_position"}});
   cloud_base_ = &layer.Add({{"side", "cloud"}, {"term", "base"}});
   cloud_per_pos_ = &layer.Add({{"side", "cloud"}, {"term", "per_position"}});
+  cloud_head_base_ = &layer.Add({{"side", "cloud"}, {"term", "head_base"}});
+  cloud_head_per_pos_ = &layer.Add({{"side", "cloud"}, {"term", "head_per_position"}});
   auto& acc = BuildGauge()
                   .Name("tandem_edge_acceptance")
                   .Help("Estimated acceptance of draft position i, given the earlier ones were "
@@ -74,6 +77,8 @@ void EdgeMetrics::SetMeasurements(const Measurements& m) {
   edge_per_pos_->Set(m.edge_layer_s_per_position);
   cloud_base_->Set(m.cloud_layer_s_base);
   cloud_per_pos_->Set(m.cloud_layer_s_per_position);
+  cloud_head_base_->Set(m.cloud_head_s_base);
+  cloud_head_per_pos_->Set(m.cloud_head_s_per_position);
   for (size_t i = 0; i < acceptance_.size() && i < m.acceptance.size(); ++i) {
     acceptance_[i]->Set(m.acceptance[i]);
   }

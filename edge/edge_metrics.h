@@ -37,7 +37,8 @@ class EdgeMetrics {
  private:
   std::shared_ptr<prometheus::Registry> registry_;
   prometheus::Gauge *rtt_, *up_bps_, *down_bps_, *draft_s_, *local_s_;
-  prometheus::Gauge *edge_base_, *edge_per_pos_, *cloud_base_, *cloud_per_pos_;
+  prometheus::Gauge *edge_base_, *edge_per_pos_, *cloud_base_, *cloud_per_pos_, *cloud_head_base_,
+      *cloud_head_per_pos_;
   prometheus::Gauge* predicted_tps_;
   std::vector<prometheus::Gauge*> acceptance_;
   prometheus::Family<prometheus::Gauge>* config_family_;
