@@ -146,6 +146,10 @@ class EdgeGenerator::Run {
   // Scheduled runs: asks the scheduler again; in a session, a change of mode or split layer
   // leaves the session (the loop opens the new one at once).
   void Redecide(bool in_session);
+  // Scheduled runs, before the first decision of a generator: one GetInfo call gives the
+  // verifier's cost model and a round-trip sample, so the first session opens in a mode chosen
+  // from measurements rather than priors. Failures are left to the session open to report.
+  void LearnVerifier();
   // Leaves the current session without waiting for the verifier: a streaming cloud session is
   // cancelled, any other is sent Close and finished later.
   void Retire();
@@ -238,6 +242,27 @@ EdgeMode EdgeGenerator::Run::WantedMode() const {
   return EdgeMode::kSpec;
 }
 
+void EdgeGenerator::Run::LearnVerifier() {
+  if (!WaitReady(g_.channel_.get(), std::min(o_.connect_timeout_s, o_.reply_timeout_s))) return;
+  grpc::ClientContext context;
+  if (!o_.auth_token.empty()) context.AddMetadata("authorization", "Bearer " + o_.auth_token);
+  context.set_deadline(std::chrono::system_clock::now() +
+                       std::chrono::microseconds(static_cast<int64_t>(o_.reply_timeout_s * 1e6)));
+  v1::GetInfoRequest request;
+  v1::ServerInfo info;
+  const double t0 = MonotonicSeconds();
+  if (!g_.stub_->GetInfo(&context, request, &info).ok()) return;  // the session open will say why
+  const double wall = MonotonicSeconds() - t0;
+  for (const v1::ModelInfo& m : info.models()) {
+    if (o_.model_name.empty() || m.name() == o_.model_name) {
+      live_->ObserveRound(static_cast<int64_t>(request.ByteSizeLong()) + 16,
+                          static_cast<int64_t>(info.ByteSizeLong()), wall, 0.0);
+      live_->ObserveVerifier(m);
+      return;
+    }
+  }
+}
+
 void EdgeGenerator::Run::Redecide(bool in_session) {
   const Measurements m = live_->Snapshot(max_new_ - generated_, static_cast<int>(committed_.size()));
   std::string why;
@@ -328,6 +353,7 @@ int EdgeGenerator::Run::Room() const {
 }
 
 absl::Status EdgeGenerator::Run::Go() {
+  if (scheduled_ && !live_->verifier_known()) LearnVerifier();
   while (!Done()) {
     if (stream_ == nullptr) {
       if (scheduled_ && !local_active_) {

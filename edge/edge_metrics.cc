@@ -43,6 +43,8 @@ EdgeMetrics::EdgeMetrics(int max_positions) : registry_(std::make_shared<prometh
                         "accepted (measured, with the prior where unmeasured).")
                   .Register(*registry_);
   for (int i = 0; i < max_positions; ++i) acceptance_.push_back(&acc.Add({{"position", absl::StrCat(i)}}));
+  cloud_overhead_ = gauge("tandem_edge_cloud_pass_overhead_seconds",
+                          "Verifier time per pass beyond its advertised cost (queueing, verification work).");
   predicted_tps_ = gauge("tandem_edge_predicted_tokens_per_second",
                          "The scheduler's predicted tokens/s of the configuration in use.");
   config_family_ = &BuildGauge()
@@ -79,6 +81,7 @@ void EdgeMetrics::SetMeasurements(const Measurements& m) {
   cloud_per_pos_->Set(m.cloud_layer_s_per_position);
   cloud_head_base_->Set(m.cloud_head_s_base);
   cloud_head_per_pos_->Set(m.cloud_head_s_per_position);
+  cloud_overhead_->Set(m.cloud_pass_overhead_s);
   for (size_t i = 0; i < acceptance_.size() && i < m.acceptance.size(); ++i) {
     acceptance_[i]->Set(m.acceptance[i]);
   }

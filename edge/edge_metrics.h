@@ -40,6 +40,7 @@ class EdgeMetrics {
   prometheus::Gauge *edge_base_, *edge_per_pos_, *cloud_base_, *cloud_per_pos_, *cloud_head_base_,
       *cloud_head_per_pos_;
   prometheus::Gauge* predicted_tps_;
+  prometheus::Gauge* cloud_overhead_;
   std::vector<prometheus::Gauge*> acceptance_;
   prometheus::Family<prometheus::Gauge>* config_family_;
   prometheus::Gauge* config_ = nullptr;

@@ -1,7 +1,7 @@
 // What the edge's scheduler knows, measured live: the link (net::LinkEstimator over the real
 // rounds), the acceptance of each draft position, the edge's draft and per-layer costs, and the
-// verifier's cost (its advertised ModelInfo.cost, scaled by what the verdicts report, queueing
-// included). Kept by an EdgeGenerator across Generate calls, as a daemon keeps what it learned
+// verifier's cost (its advertised ModelInfo.cost, which it keeps measuring, plus a per-pass
+// overhead from what the verdicts report beyond it: queueing and verification work). Kept by an EdgeGenerator across Generate calls, as a daemon keeps what it learned
 // about its link and its verifier between requests.
 // Thread-safety: not thread-safe; one generation loop at a time.
 #ifndef TANDEM_EDGE_LIVE_MEASUREMENTS_H_
@@ -33,7 +33,8 @@ class LiveMeasurements {
   // A chain round's outcome: `drafted` drafts, of which the first `accepted` were accepted.
   void ObserveAcceptance(int drafted, int accepted);
   // The verifier took `remote_s` (queueing included) for `layers` layers over `positions`
-  // positions, logits for `head_positions` of them: scales its advertised cost.
+  // positions, logits for `head_positions` of them: what it took beyond the advertised cost of
+  // that pass is tracked as a per-pass overhead.
   void ObserveCloudPass(int layers, int positions, int head_positions, double remote_s);
   void ObserveDraft(int tokens, double seconds);
   void ObserveEdgeLayers(int layers, int positions, double seconds);
@@ -58,7 +59,10 @@ class LiveMeasurements {
   int cloud_layers_ = 0, cloud_dim_ = 0;
   double cloud_base_s_ = 2e-4, cloud_per_pos_s_ = 2e-5;
   double cloud_head_base_s_ = 0, cloud_head_per_pos_s_ = 0;
-  double cloud_scale_ = 1.0;  // observed / advertised
+  // What the verdicts report beyond the advertised cost of the pass (queueing, verification
+  // work outside the forward pass), per pass: an EWMA.
+  double cloud_overhead_s_ = 0;
+  bool have_overhead_ = false;
   double zstd_ratio_ = 0.9;
 };
 

@@ -75,6 +75,8 @@ struct Measurements {
   // Plus the final norm and classifier over the positions that need logits (all of a
   // verification pass; one per cloud decoding step): head_base + H * head_per_position.
   double cloud_head_s_base = 0, cloud_head_s_per_position = 0;
+  // Per verifier pass, beyond the above (queueing, work outside the forward pass).
+  double cloud_pass_overhead_s = 0;
   // Acceptance of draft position i given all earlier ones were accepted.
   std::vector<double> acceptance = {0.7, 0.7, 0.7, 0.7, 0.7, 0.7, 0.7, 0.7};
   // Model shape.

@@ -91,17 +91,18 @@ bool LinkEstimator::WantsProbe(int every) const {
 }
 
 void LinkEstimator::Solve() {
-  // Ridge toward the current slopes, scaled by the data's own size so that it only decides
-  // directions the data leaves open.
-  const double prior[3] = {0, SlopeFromBps(up_bps_), SlopeFromBps(down_bps_)};
+  // Ridge toward the priors, scaled by the data's own size so that it only decides directions
+  // the data leaves open: rounds that all have the same size leave the bandwidths at the prior
+  // instead of letting them drift (to a bound) with the noise.
+  const double prior[3] = {0, SlopeFromBps(options_.prior_up_bps), SlopeFromBps(options_.prior_down_bps)};
   double a[3][3], b[3], theta[3] = {};
-  const double scale = std::max({sxx_[0][0], sxx_[1][1], sxx_[2][2], 1e-9});
+  const double scale = std::max(sxx_[0][0], 1e-9) * options_.ridge_kb * options_.ridge_kb;
   for (int i = 0; i < 3; ++i) {
     for (int j = 0; j < 3; ++j) a[i][j] = sxx_[i][j];
     b[i] = sxy_[i];
   }
   for (int i = 1; i < 3; ++i) {
-    a[i][i] += options_.ridge * scale;
+    a[i][i] += options_.ridge * scale;  // a pseudo-round: x_i = ridge_kb, y = prior slope x_i
     b[i] += options_.ridge * scale * prior[i];
   }
   if (!Solve3(a, b, theta)) return;

@@ -5,8 +5,10 @@
 //     wall - remote = rtt + up / uplink + down / downlink
 // and fitted by exponentially weighted least squares (forgetting factor `decay` per round, so the
 // estimates follow a link that changes within a few rounds). Rounds of nearly constant size carry
-// no information about bandwidth: a ridge term keeps the bandwidths at their previous values
-// (initially the priors) until the sizes vary, while the RTT is still learned. Small probes sent
+// no information about bandwidth, and small messages (a few hundred bytes) hardly any, whatever
+// their spread: a ridge term, worth `ridge` rounds of `ridge_kb` kilobytes each way at the prior
+// bandwidths, keeps the bandwidths at the priors until rounds of kilobytes say otherwise, while
+// the RTT is still learned. Small probes sent
 // when idle are ordinary rounds to this estimator. Two rounds in a row far off the model are
 // taken as a change of link, and the past is then mostly forgotten at once.
 // Thread-safety: not thread-safe; one per edge session loop.
@@ -22,7 +24,8 @@ struct LinkEstimatorOptions {
   double prior_rtt_s = 0.020;
   double prior_up_bps = 10e6;          // bit/s
   double prior_down_bps = 50e6;
-  double ridge = 1e-3;                 // pull of the previous bandwidths (relative to the data)
+  double ridge = 0.1;                  // pseudo-rounds (relative to the data's weight) at the priors
+  double ridge_kb = 1.0;               // their size, each way
   double min_bps = 1e3, max_bps = 1e11;
 };
 
