@@ -1,6 +1,7 @@
 // The benchmark grid's report logic: medians, the per-cell summary (auto against the best fixed
 // configuration, failed rows never best), the share of cells where auto reaches 85%, the
-// uplink-drop analysis, and JSON text that python's json module reads back.
+// uplink-drop analysis, and JSON text that python's json module reads back; and a one-cell run of
+// tandem-bench itself (a real verifier behind the link emulator) whose JSON has every row.
 #include "bench/grid/grid_report.h"
 
 #include <cstdio>
@@ -103,6 +104,29 @@ TEST(GridReportTest, JsonIsReadBackByPython) {
       "assert j['rows'][1]['auto_tokens_per_s']==123.5";
   std::ofstream(dir + "/check.py") << check;
   EXPECT_EQ(tandem::testing::RunShell("python3 " + dir + "/check.py " + dir + "/g.json"), 0);
+}
+
+TEST(GridReportTest, OneCellOfTheGridEndToEnd) {
+  if (tandem::testing::RunShell("command -v python3 >/dev/null") != 0) GTEST_SKIP() << "no python3";
+  const std::string dir = tandem::testing::TempDir();
+  const std::string bench = std::string(TANDEM_BIN_DIR) + "/tandem-bench";
+  ASSERT_EQ(tandem::testing::RunShell(
+                bench + " grid --quick --rtts-ms 5 --uplinks-kbps 10000 --tokens 8 --runs 1 " +
+                "--split-layers 2 --out " + dir + "/grid.json --work " + dir + " 2>" + dir + "/err"),
+            0)
+      << tandem::testing::ReadFileOrDie(dir + "/err");
+  // cloud, spec g2/g4/g8, split k2 f32/int8, auto: all measured, one summary cell.
+  const std::string check =
+      "import json,sys; j=json.load(open(sys.argv[1])); rows=j['rows']; "
+      "assert [r['config'] for r in rows]==['cloud','spec g2','spec g4','spec g8','split k2 f32',"
+      "'split k2 int8','auto'], rows; "
+      "assert all(not r.get('error') and r['tokens_per_s']>0 and r['generated_tokens']>0 for r in rows), rows; "
+      "assert all(r['bytes_up_per_token']>0 and r['target_passes_per_token']>0 for r in rows), rows; "
+      "assert rows[4]['bytes_up_per_token']>rows[5]['bytes_up_per_token'], 'int8 sends less than f32'; "
+      "s=j['summary']; assert len(s)==1 and s[0]['best_tokens_per_s']>0 and s[0]['auto_ratio']>0, s; "
+      "assert j['cells']==1 and j['downlink_kbps']==50000";
+  std::ofstream(dir + "/check.py") << check;
+  EXPECT_EQ(tandem::testing::RunShell("python3 " + dir + "/check.py " + dir + "/grid.json"), 0);
 }
 
 }  // namespace
