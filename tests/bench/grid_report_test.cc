@@ -85,8 +85,16 @@ TEST(GridReportTest, DropAnalysisCountsRoundsAfterTheDrop) {
   EXPECT_EQ(never.seconds_to_estimate, -1);
 }
 
+bool HavePython() { return tandem::testing::RunShell("command -v python3 >/dev/null") == 0; }
+
+// Runs the python `checks` (asserts on `j`, the JSON in `json_path`): true when they all pass.
+bool PythonChecks(const std::string& dir, const std::string& json_path, const std::string& checks) {
+  std::ofstream(dir + "/check.py") << "import json,sys; j=json.load(open(sys.argv[1])); " << checks;
+  return tandem::testing::RunShell("python3 " + dir + "/check.py " + json_path) == 0;
+}
+
 TEST(GridReportTest, JsonIsReadBackByPython) {
-  if (tandem::testing::RunShell("command -v python3 >/dev/null") != 0) GTEST_SKIP() << "no python3";
+  if (!HavePython()) GTEST_SKIP() << "no python3";
   GridRow r = Row("m", 20, 500, "auto", 123.5);
   r.tokens_per_s = {120.25, 123.5, 130};
   const CellSummary cell = Summarize({r})[0];
@@ -96,18 +104,17 @@ TEST(GridReportTest, JsonIsReadBackByPython) {
       .AddRaw("rows", JsonArrayLines({RowJson(r), SummaryJson(cell)}, 4));
   const std::string dir = tandem::testing::TempDir();
   std::ofstream(dir + "/g.json") << top.Str();
-  const std::string check =
-      "import json,sys; j=json.load(open(sys.argv[1])); r=j['rows'][0]; "
+  EXPECT_TRUE(PythonChecks(
+      dir, dir + "/g.json",
+      "r=j['rows'][0]; "
       "assert j['n']==3 and j['x']==0.1 and j['inf'] is None and j['ok'] is True; "
       "assert r['error']=='quote \" backslash \\\\ newline \\n tab \\t bell \\x07', r['error']; "
       "assert r['tokens_per_s_runs']==[120.25,123.5,130] and r['final_config']=='spec g4'; "
-      "assert j['rows'][1]['auto_tokens_per_s']==123.5";
-  std::ofstream(dir + "/check.py") << check;
-  EXPECT_EQ(tandem::testing::RunShell("python3 " + dir + "/check.py " + dir + "/g.json"), 0);
+      "assert j['rows'][1]['auto_tokens_per_s']==123.5"));
 }
 
 TEST(GridReportTest, OneCellOfTheGridEndToEnd) {
-  if (tandem::testing::RunShell("command -v python3 >/dev/null") != 0) GTEST_SKIP() << "no python3";
+  if (!HavePython()) GTEST_SKIP() << "no python3";
   const std::string dir = tandem::testing::TempDir();
   const std::string bench = std::string(TANDEM_BIN_DIR) + "/tandem-bench";
   ASSERT_EQ(tandem::testing::RunShell(
@@ -116,17 +123,16 @@ TEST(GridReportTest, OneCellOfTheGridEndToEnd) {
             0)
       << tandem::testing::ReadFileOrDie(dir + "/err");
   // cloud, spec g2/g4/g8, split k2 f32/int8, auto: all measured, one summary cell.
-  const std::string check =
-      "import json,sys; j=json.load(open(sys.argv[1])); rows=j['rows']; "
+  EXPECT_TRUE(PythonChecks(
+      dir, dir + "/grid.json",
+      "rows=j['rows']; "
       "assert [r['config'] for r in rows]==['cloud','spec g2','spec g4','spec g8','split k2 f32',"
       "'split k2 int8','auto'], rows; "
       "assert all(not r.get('error') and r['tokens_per_s']>0 and r['generated_tokens']>0 for r in rows), rows; "
       "assert all(r['bytes_up_per_token']>0 and r['target_passes_per_token']>0 for r in rows), rows; "
       "assert rows[4]['bytes_up_per_token']>rows[5]['bytes_up_per_token'], 'int8 sends less than f32'; "
       "s=j['summary']; assert len(s)==1 and s[0]['best_tokens_per_s']>0 and s[0]['auto_ratio']>0, s; "
-      "assert j['cells']==1 and j['downlink_kbps']==50000";
-  std::ofstream(dir + "/check.py") << check;
-  EXPECT_EQ(tandem::testing::RunShell("python3 " + dir + "/check.py " + dir + "/grid.json"), 0);
+      "assert j['cells']==1 and j['downlink_kbps']==50000"));
 }
 
 }  // namespace
