@@ -570,6 +570,9 @@ class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::Verif
             return net::ToGrpcStatus(r.status());
           }
           const int accepted = static_cast<int>(r->path.size());
+          service_->cost_model().Observe(service_->model().config().n_layers - split_layer_,
+                                         static_cast<int>(drafts_.size()) + 1,
+                                         MonotonicSeconds() - start, start - task_queued_at_);
           service_->CountRound(static_cast<int>(drafts_.size()), accepted);
           service_->metrics().CountVerify(static_cast<int>(drafts_.size()), accepted,
                                           MonotonicSeconds() - start,
@@ -616,6 +619,8 @@ class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::Verif
           absl::StatusOr<spec::VerifyResult> r = verifier_->VerifyRound(engine, {}, {}, {});
           if (!r.ok()) return net::ToGrpcStatus(r.status());
           const double end = MonotonicSeconds();
+          service_->cost_model().Observe(service_->model().config().n_layers, 1,
+                                         end - task_started_at_, task_started_at_ - task_queued_at_);
           step_micros_ = static_cast<uint64_t>((end - task_queued_at_) * 1e6);
           const int32_t t = r->next_token;
           const model::Vocab& vocab = service_->model().vocab();
@@ -728,7 +733,14 @@ VerifierService::VerifierService(const model::Model& model, std::string model_na
       auth_(std::move(auth)),
       metrics_(std::min(kMaxPositionSeries, std::max(limits.max_draft_tokens, limits.max_tree_nodes)),
                MetricTenants(auth_.get())),
-      sweeper_([this] { SweepLoop(); }) {}
+      sweeper_([this] { SweepLoop(); }) {
+  // The first sessions may open before this has run; they get a cost model without it.
+  worker_->Post([cost = cost_model_](model::Engine& engine) {
+    if (absl::Status s = cost->Calibrate(engine); !s.ok()) {
+      spdlog::warn("cost model calibration failed: {}", s.ToString());
+    }
+  });
+}
 
 VerifierService::~VerifierService() {
   {
@@ -829,6 +841,7 @@ void VerifierService::FillModelInfo(v1::ModelInfo* info) const {
   info->set_tokenizer(model_.vocab().kind() == model::TokenizerKind::kSpm ? "spm" : "gpt2");
   info->set_bos_id(model_.vocab().bos_id());
   info->set_eos_id(model_.vocab().eos_id());
+  cost_model_->Fill(info->mutable_cost());
 }
 
 void VerifierService::FillLimits(v1::Limits* l) const {

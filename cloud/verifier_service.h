@@ -34,6 +34,7 @@
 #include <thread>
 
 #include "absl/status/statusor.h"
+#include "cloud/cost_model.h"
 #include "cloud/verifier_metrics.h"
 #include "common/model/engine.h"
 #include "common/model/model.h"
@@ -108,6 +109,7 @@ class VerifierService final : public v1::Verifier::CallbackService {
   const VerifierLimits& limits() const { return limits_; }
   EngineWorker* worker() const { return worker_; }
   VerifierMetrics& metrics() { return metrics_; }
+  PassCostModel& cost_model() { return *cost_model_; }
   // What the gRPC server should accept at the transport (ServerBuilder::SetMaxReceiveMessageSize):
   // above max_message_bytes, so that messages just over the limit reach the session and are
   // refused (and counted) with a clear message; far larger ones are refused by gRPC itself.
@@ -140,6 +142,8 @@ class VerifierService final : public v1::Verifier::CallbackService {
   VerifierLimits limits_;
   std::shared_ptr<const net::TokenAuthenticator> auth_;
   VerifierMetrics metrics_;
+  // Shared with the start-up calibration task, which may outlive the service.
+  std::shared_ptr<PassCostModel> cost_model_ = std::make_shared<PassCostModel>();
   std::atomic<bool> draining_{false};
   std::atomic<int> active_sessions_{0};
   std::atomic<int64_t> verify_passes_{0}, draft_tokens_{0}, accepted_tokens_{0};

@@ -9,6 +9,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/spec/adaptive.h"
@@ -70,7 +71,7 @@ void AddDraftProbs(std::span<const float> rows, int n, int vocab, v1::DraftProbs
 // bookkeeping. Every committed token goes through Commit, so none is emitted twice.
 class EdgeGenerator::Run {
  public:
-  Run(const EdgeGenerator& g, std::span<const int32_t> prompt, int max_new_tokens,
+  Run(EdgeGenerator& g, std::span<const int32_t> prompt, int max_new_tokens,
       const std::function<void(int32_t, int32_t)>& emit, EdgeStats* stats)
       : g_(g),
         o_(g.options_),
@@ -80,12 +81,18 @@ class EdgeGenerator::Run {
         stats_(stats),
         backoff_(o_.backoff_initial_s, o_.backoff_max_s,
                  static_cast<uint64_t>(MonotonicSeconds() * 1e9)),
-        adaptive_(std::max(0, o_.spec_tokens)) {}
+        adaptive_(std::max(0, o_.spec_tokens)),
+        live_(g.live_.get()),
+        scheduled_(g.scheduler_ != nullptr),
+        gen_start_(MonotonicSeconds()) {
+    if (scheduled_) cfg_ = g.scheduler_->current();
+  }
 
   ~Run() {
     stream_.reset();
     stats_->bytes_up += counters_.bytes_up;
     stats_->bytes_down += counters_.bytes_down;
+    if (scheduled_) stats_->final_config = cfg_.Name();
   }
 
   absl::Status Go();
@@ -114,7 +121,21 @@ class EdgeGenerator::Run {
   // Context positions the session has left for drafts (the verifier's limit).
   int Room() const;
 
-  const EdgeGenerator& g_;
+  // The mode the next session opens in: the scheduler's choice, else the user's.
+  EdgeMode WantedMode() const;
+  bool Splitting() const { return split_ != nullptr && session_mode_ == EdgeMode::kSplit; }
+  // Scheduled runs: asks the scheduler again; in a session, a change of mode or split layer
+  // leaves the session (the loop opens the new one at once).
+  void Redecide(bool in_session);
+  // Leaves the current session without waiting for the verifier: a streaming cloud session is
+  // cancelled, any other is sent Close and finished later.
+  void Retire();
+  void Debug(const std::string& line) const {
+    if (o_.on_debug) o_.on_debug(line);
+  }
+  void Trace(int tokens, int64_t up, int64_t down);
+
+  EdgeGenerator& g_;
   const EdgeOptions& o_;
   std::vector<int32_t> committed_;
   const int max_new_;
@@ -123,10 +144,9 @@ class EdgeGenerator::Run {
   int generated_ = 0;
   bool ended_ = false;  // BOS/EOS, or the context is full
 
-  std::unique_ptr<v1::Verifier::Stub> stub_;
-  std::unique_ptr<ReplyWatchdog> watchdog_;
   StreamCounters counters_;
   std::unique_ptr<VerifierStream> stream_;
+  EdgeMode session_mode_ = EdgeMode::kSpec;  // of stream_
   v1::SessionOpened opened_;
   uint64_t round_ = 0;           // rounds in this session
   double session_start_ = 0;     // when the prompt went up (cloud RTT)
@@ -145,7 +165,78 @@ class EdgeGenerator::Run {
   std::unique_ptr<spec::ModelDrafter> local_step_;
   spec::AdaptiveGamma adaptive_;
   std::unique_ptr<SplitRunner> split_;  // kSplit: layers [0, k) on the edge
+
+  LiveMeasurements* live_;  // null in unscheduled runs
+  const bool scheduled_;
+  RunConfig cfg_;           // scheduled: the configuration in use (or for the next session)
+  const double gen_start_;
 };
+
+EdgeMode EdgeGenerator::Run::WantedMode() const {
+  if (!scheduled_) return o_.mode == EdgeMode::kAuto ? EdgeMode::kSpec : o_.mode;
+  switch (cfg_.mode) {
+    case RunMode::kCloud:
+      return EdgeMode::kCloud;
+    case RunMode::kSplit:
+      return EdgeMode::kSplit;
+    case RunMode::kLocal:
+      return EdgeMode::kLocal;
+    case RunMode::kSpec:
+      break;
+  }
+  return EdgeMode::kSpec;
+}
+
+void EdgeGenerator::Run::Redecide(bool in_session) {
+  const Measurements m = live_->Snapshot(max_new_ - generated_, static_cast<int>(committed_.size()));
+  std::string why;
+  const RunConfig before = cfg_;
+  cfg_ = g_.scheduler_->Decide(m, &why);
+  if (!why.empty()) {
+    stats_->config_changes++;
+    Debug(why);
+  }
+  if (in_session && stream_ != nullptr && !SameSession(before, cfg_)) {
+    Retire();
+    stats_->session_switches++;
+    next_attempt_ = 0;
+  }
+}
+
+void EdgeGenerator::Run::Retire() {
+  if (stream_ == nullptr) return;
+  if (session_mode_ == EdgeMode::kCloud && !ended_ && generated_ < max_new_) {
+    stream_.reset();  // the verifier is still decoding for it: cancel
+    return;
+  }
+  stream_->BeginClose();
+  g_.closing_.push_back(std::move(stream_));
+}
+
+void EdgeGenerator::Run::Trace(int tokens, int64_t up, int64_t down) {
+  if (!o_.on_round) return;
+  RoundTrace t;
+  t.t_s = MonotonicSeconds() - gen_start_;
+  if (scheduled_) {
+    t.config = cfg_;
+  } else {
+    t.config.mode = session_mode_ == EdgeMode::kCloud   ? RunMode::kCloud
+                    : session_mode_ == EdgeMode::kSplit ? RunMode::kSplit
+                                                        : RunMode::kSpec;
+    t.config.gamma = o_.spec_tokens;
+    t.config.split_layer = o_.split_layer;
+    t.config.codec = o_.codec;
+  }
+  t.tokens = tokens;
+  t.bytes_up = up;
+  t.bytes_down = down;
+  if (live_ != nullptr) {
+    t.est_rtt_s = live_->link().rtt_s();
+    t.est_up_bps = live_->link().up_bps();
+    t.est_down_bps = live_->link().down_bps();
+  }
+  o_.on_round(t);
+}
 
 bool EdgeGenerator::Run::Commit(int32_t token, int64_t* source) {
   const model::Vocab& vocab = g_.local_.vocab();
@@ -180,10 +271,15 @@ int EdgeGenerator::Run::Room() const {
 }
 
 absl::Status EdgeGenerator::Run::Go() {
-  stub_ = v1::Verifier::NewStub(g_.channel_);
-  watchdog_ = std::make_unique<ReplyWatchdog>();
   while (!Done()) {
     if (stream_ == nullptr) {
+      if (scheduled_ && !local_active_) {
+        Redecide(false);
+        if (cfg_.mode == RunMode::kLocal) {
+          RETURN_IF_ERROR(LocalStep());
+          continue;
+        }
+      }
       const double now = MonotonicSeconds();
       const bool tokens_due = local_active_ && o_.reconnect_every_tokens > 0 &&
                               local_since_attempt_ >= o_.reconnect_every_tokens;
@@ -200,15 +296,15 @@ absl::Status EdgeGenerator::Run::Go() {
       continue;
     }
     absl::Status network;
-    RETURN_IF_ERROR(o_.mode == EdgeMode::kCloud ? CloudStep(&network) : SpecStep(&network));
+    RETURN_IF_ERROR(session_mode_ == EdgeMode::kCloud ? CloudStep(&network) : SpecStep(&network));
     if (!network.ok()) {
       stream_.reset();
       RETURN_IF_ERROR(OnFailure(network, true));
+    } else if (scheduled_ && !Done()) {
+      Redecide(true);
     }
   }
-  if (stream_ != nullptr) {
-    stream_->Close(std::min(o_.reply_timeout_s, 5.0)).IgnoreError();  // the text is complete
-  }
+  Retire();  // the text is complete: the session's end is collected later
   return absl::OkStatus();
 }
 
@@ -236,32 +332,49 @@ absl::Status EdgeGenerator::Run::Connect() {
     timeout = std::max(0.05, std::min(left, timeout));  // the last attempt gets a chance too
   }
   PrepareChannel(timeout);
-  auto stream = std::make_unique<VerifierStream>(stub_.get(), o_.auth_token, o_.reply_timeout_s,
-                                                 watchdog_.get(), &counters_);
+  auto stream = std::make_unique<VerifierStream>(g_.stub_.get(), o_.auth_token, o_.reply_timeout_s,
+                                                 g_.watchdog_.get(), &counters_);
+  const EdgeMode mode = WantedMode();
+  const int split_layer = scheduled_ ? cfg_.split_layer : o_.split_layer;
+  const codec::CodecSpec& codec = scheduled_ ? cfg_.codec : o_.codec;
   v1::OpenSession open;
-  open.set_mode(o_.mode == EdgeMode::kCloud   ? v1::MODE_CLOUD
-                : o_.mode == EdgeMode::kSplit ? v1::MODE_SPLIT
-                                              : v1::MODE_SPEC);
+  open.set_mode(mode == EdgeMode::kCloud   ? v1::MODE_CLOUD
+                : mode == EdgeMode::kSplit ? v1::MODE_SPLIT
+                                           : v1::MODE_SPEC);
   open.set_model(o_.model_name);
   open.set_client("tandem-edge/0.2");
   open.mutable_sampling()->set_temperature(o_.sampler.temperature);
   open.mutable_sampling()->set_top_k(o_.sampler.top_k);
   open.mutable_sampling()->set_top_p(o_.sampler.top_p);
   open.mutable_sampling()->set_seed(o_.sampler.seed);
-  if (o_.mode == EdgeMode::kCloud) open.set_max_new_tokens(static_cast<uint32_t>(max_new_ - generated_));
+  if (mode == EdgeMode::kCloud) open.set_max_new_tokens(static_cast<uint32_t>(max_new_ - generated_));
   v1::SessionOpened opened;
   v1::HiddenStates prompt_states;
-  if (o_.mode == EdgeMode::kSplit) {
-    open.set_split_layer(static_cast<uint32_t>(o_.split_layer));
-    if (split_ == nullptr) {
-      ASSIGN_OR_RETURN(split_, SplitRunner::Create(g_.local_, o_.split_layer,
-                                                   g_.local_.config().max_seq_len, o_.codec));
+  if (mode == EdgeMode::kSplit) {
+    open.set_split_layer(static_cast<uint32_t>(split_layer));
+    if (split_ == nullptr || split_->k() != split_layer) {
+      ASSIGN_OR_RETURN(split_, SplitRunner::Create(g_.local_, split_layer,
+                                                   g_.local_.config().max_seq_len, codec));
     }
+    split_->set_codec(codec);
     // A new session (or a resumed one) starts from the whole committed prefix.
+    const double t0 = MonotonicSeconds();
     RETURN_IF_ERROR(split_->Prompt(committed_, &prompt_states));
+    if (live_ != nullptr && committed_.size() > 1) {
+      live_->ObserveEdgeLayers(split_layer, static_cast<int>(committed_.size()) - 1,
+                               MonotonicSeconds() - t0);
+    }
   }
+  const int64_t down0 = counters_.bytes_down;
+  const double open_start = MonotonicSeconds();
   RETURN_IF_ERROR(stream->Open(open, committed_, timeout, &opened,
-                               o_.mode == EdgeMode::kSplit ? &prompt_states : nullptr));
+                               mode == EdgeMode::kSplit ? &prompt_states : nullptr));
+  if (live_ != nullptr) {
+    // The open's round trip (the prompt that follows it is not waited for).
+    live_->ObserveRound(static_cast<int64_t>(open.ByteSizeLong()) + 3, counters_.bytes_down - down0,
+                        MonotonicSeconds() - open_start, 0.0);
+    live_->ObserveVerifier(opened.model());
+  }
   const v1::ModelInfo& info = opened.model();
   if (static_cast<int>(info.vocab_size()) != g_.local_.config().vocab_size ||
       static_cast<int>(info.bos_id()) != g_.local_.vocab().bos_id()) {
@@ -273,9 +386,10 @@ absl::Status EdgeGenerator::Run::Connect() {
   }
   opened_ = opened;
   stream_ = std::move(stream);
+  session_mode_ = mode;
   stats_->sessions++;
   round_ = 0;
-  session_start_ = MonotonicSeconds();
+  session_start_ = open_start;
   first_tokens_ = true;
   if (failed_before_) {
     stats_->reconnects++;
@@ -391,8 +505,8 @@ absl::Status EdgeGenerator::Run::SpecStep(absl::Status* network) {
       nodes = spec::DraftTree::Chain(committed_.back(), {});
     }
   } else {
-    int gamma = o_.spec_tokens;
-    if (o_.adaptive_spec_tokens) {
+    int gamma = scheduled_ ? cfg_.gamma : o_.spec_tokens;
+    if (o_.adaptive_spec_tokens && !scheduled_) {
       gamma = adaptive_.Choose();
       // Now and then probe one draft, so a draft that became good again is noticed.
       if (gamma == 0 && stats_->round_trips % 16 == 15) gamma = 1;
@@ -427,8 +541,11 @@ absl::Status EdgeGenerator::Run::SpecStep(absl::Status* network) {
     }
   };
   // Split mode: the states of the root and the first k nodes, from layers [0, split) run here.
+  double edge_seconds = 0;
   auto attach = [&](int k) -> absl::Status {
-    if (split_ == nullptr) return absl::OkStatus();
+    if (!Splitting()) return absl::OkStatus();
+    const double a0 = MonotonicSeconds();
+    absl::Cleanup timed = [&] { edge_seconds += MonotonicSeconds() - a0; };
     std::vector<int32_t> parents;
     if (tree) {
       for (int i = 1; i <= k; ++i) parents.push_back(nodes.parents[i] - 1);
@@ -437,19 +554,36 @@ absl::Status EdgeGenerator::Run::SpecStep(absl::Status* network) {
                          std::span<const int32_t>(nodes.tokens.data() + 1, static_cast<size_t>(k)),
                          parents, out.mutable_draft()->mutable_hidden());
   };
+  if (Splitting()) split_->set_codec(scheduled_ ? cfg_.codec : o_.codec);
+  const int64_t raw0 = Splitting() ? split_->raw_bytes() : 0;
+  const int64_t wire0 = Splitting() ? split_->wire_bytes() : 0;
   int n = static_cast<int>(nodes.tokens.size()) - 1;
   build(n);
   RETURN_IF_ERROR(attach(n));
   // Stay under the verifier's message limit: fewer drafts rather than a refused round.
   const size_t max_bytes = opened_.limits().max_message_bytes();
   while (max_bytes > 0 && n > 0 && out.ByteSizeLong() > max_bytes) {
-    if (split_ != nullptr) RETURN_IF_ERROR(split_->Accept({}));  // undo the states' round
+    if (Splitting()) RETURN_IF_ERROR(split_->Accept({}));  // undo the states' round
     build(n /= 2);
     RETURN_IF_ERROR(attach(n));
   }
   nodes.tokens.resize(n + 1);
   nodes.parents.resize(n + 1);
+  // A link probe: when recent rounds were all about the same size (after a detected change of
+  // link, or now and then), filler makes this one clearly larger, so that the estimator can tell
+  // the uplink's bandwidth from the round trip.
+  if (scheduled_ && live_->link().WantsProbe()) {
+    // Big enough to stand out (about half a round trip's worth at the estimated rate), small
+    // enough to cost little if the estimate is far too high.
+    const double worth = 0.5 * live_->link().rtt_s() * std::min(live_->link().up_bps(), 1e8) / 8;
+    const size_t least = 2 * out.ByteSizeLong() + 256;
+    size_t pad = std::clamp<size_t>(static_cast<size_t>(worth), least, std::max<size_t>(least, 4096));
+    if (max_bytes > 0) pad = std::min(pad, max_bytes > out.ByteSizeLong() + 64 ? max_bytes - out.ByteSizeLong() - 64 : 0);
+    out.mutable_draft()->mutable_padding()->assign(pad, '\0');
+    stats_->probes += pad > 0;
+  }
   ++round_;
+  const int64_t up0 = counters_.bytes_up, down0 = counters_.bytes_down;
   t0 = MonotonicSeconds();
   v1::VerifierMessage in;
   if (*network = stream_->Send(out); !network->ok()) return absl::OkStatus();
@@ -478,7 +612,7 @@ absl::Status EdgeGenerator::Run::SpecStep(absl::Status* network) {
     return absl::DataLossError(absl::StrCat("malformed verdict for round ", round_, ": ",
                                             in.ShortDebugString()));
   }
-  if (split_ != nullptr) {  // keep the edge's layers [0, k) in step with the verifier's cache
+  if (Splitting()) {  // keep the edge's layers [0, k) in step with the verifier's cache
     std::vector<int32_t> kept;
     if (tree) {
       kept.assign(v.accepted_nodes().begin(), v.accepted_nodes().end());
@@ -501,9 +635,23 @@ absl::Status EdgeGenerator::Run::SpecStep(absl::Status* network) {
     adaptive_.ObserveCosts(n, draft_seconds, compute);
     adaptive_.SetNetwork(stats_->MeanRttSeconds(), 0.0);
   }
+  const int64_t up = counters_.bytes_up - up0, down = counters_.bytes_down - down0;
+  if (live_ != nullptr) {
+    live_->ObserveRound(up, down, wall, compute);
+    const int k = Splitting() ? split_->k() : 0;
+    live_->ObserveCloudPass(static_cast<int>(opened_.model().n_layers()) - k, n + 1, compute);
+    if (!tree) live_->ObserveAcceptance(n, static_cast<int>(v.accepted()));
+    if (n > 0 && g_.drafter_ != nullptr) live_->ObserveDraft(n, draft_seconds);
+    if (k > 0) {
+      live_->ObserveEdgeLayers(k, n + 1, edge_seconds);
+      live_->ObserveZstdRatio(split_->raw_bytes() - raw0, split_->wire_bytes() - wire0);
+    }
+  }
+  const int64_t before = generated_;
   for (int32_t token : emitted) {
     if (!Commit(token, &stats_->tokens_verified)) break;
   }
+  Trace(static_cast<int>(generated_ - before), up, down);
   return absl::OkStatus();
 }
 
@@ -531,10 +679,16 @@ absl::Status EdgeGenerator::Run::CloudStep(absl::Status* network) {
     stats_->rtt_samples++;
     stats_->rtt_seconds += std::max(0.0, MonotonicSeconds() - session_start_ - compute);
   }
+  if (live_ != nullptr && t.token_ids_size() > 0) {
+    live_->ObserveCloudPass(static_cast<int>(opened_.model().n_layers()), 1,
+                            compute / t.token_ids_size());
+  }
+  const int64_t before = generated_;
   for (int32_t token : t.token_ids()) {
     if (!Commit(token, &stats_->tokens_from_cloud)) break;
   }
   if (t.done()) ended_ = true;  // the verifier has nothing more to give
+  Trace(static_cast<int>(generated_ - before), 0, static_cast<int64_t>(in.ByteSizeLong()));
   return absl::OkStatus();
 }
 
@@ -542,7 +696,12 @@ EdgeGenerator::EdgeGenerator(const model::Model& local, spec::Drafter* drafter,
                              std::shared_ptr<grpc::Channel> channel, const EdgeOptions& options)
     : local_(local), drafter_(drafter), channel_(std::move(channel)), options_(options) {}
 
-EdgeGenerator::~EdgeGenerator() = default;
+EdgeGenerator::~EdgeGenerator() { CollectClosed(1.0); }
+
+void EdgeGenerator::CollectClosed(double timeout_s) {
+  for (std::unique_ptr<VerifierStream>& stream : closing_) stream->Close(timeout_s).IgnoreError();
+  closing_.clear();
+}
 
 absl::Status EdgeGenerator::Generate(std::span<const int32_t> prompt, int max_new_tokens,
                                      const std::function<void(int32_t, int32_t)>& emit,
@@ -568,12 +727,39 @@ absl::Status EdgeGenerator::Generate(std::span<const int32_t> prompt, int max_ne
   if (options_.tree.has_value() && drafter_ == nullptr && mode != EdgeMode::kCloud) {
     return absl::InvalidArgumentError("draft trees need a drafter");
   }
-  if (mode == EdgeMode::kSplit &&
-      (options_.split_layer < 1 || options_.split_layer >= local_.config().n_layers)) {
+  const int n_layers = local_.config().n_layers;
+  const bool split_auto = mode == EdgeMode::kSplit && options_.split_layer == 0;
+  if (mode == EdgeMode::kSplit && !split_auto &&
+      (options_.split_layer < 1 || options_.split_layer >= n_layers)) {
     return absl::InvalidArgumentError(absl::StrCat("split layer ", options_.split_layer,
-                                                   " is outside [1, ", local_.config().n_layers,
+                                                   " is outside [1, ", n_layers,
                                                    ") for the edge's model"));
   }
+  const bool scheduled = split_auto || (mode == EdgeMode::kAuto && options_.scheduler.has_value());
+  if (scheduled && scheduler_ == nullptr) {
+    SchedulerPolicy policy = options_.scheduler.value_or(SchedulerPolicy{});
+    if (split_auto) {
+      policy.allowed = {RunMode::kSplit};
+      if (!options_.scheduler.has_value()) policy.codecs = {options_.codec};
+    }
+    if (policy.allowed.empty()) return absl::InvalidArgumentError("the scheduler allows no mode");
+    if (policy.codecs.empty()) policy.codecs = {options_.codec};
+    const bool split_allowed = std::find(policy.allowed.begin(), policy.allowed.end(),
+                                         RunMode::kSplit) != policy.allowed.end();
+    if (split_allowed && std::max(1, policy.min_split_layer) > std::min(n_layers - 1, policy.max_edge_layers)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "no split layer satisfies min_split_layer ", policy.min_split_layer,
+          " and max_edge_layers ", policy.max_edge_layers, " for a ", n_layers, "-layer model"));
+    }
+    scheduler_ = std::make_unique<Scheduler>(policy);
+  }
+  if (live_ == nullptr) {
+    live_ = std::make_unique<LiveMeasurements>(local_, options_.prior_acceptance);
+  }
+  if (scheduled) live_->CalibrateEdge();
+  if (stub_ == nullptr) stub_ = v1::Verifier::NewStub(channel_);
+  if (watchdog_ == nullptr) watchdog_ = std::make_unique<ReplyWatchdog>();
+  CollectClosed(0.5);
   Run run(*this, prompt, max_new_tokens, emit, stats);
   return run.Go();
 }

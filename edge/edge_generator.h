@@ -39,6 +39,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <vector>
 
 #include <grpcpp/grpcpp.h>
 
@@ -48,7 +49,9 @@
 #include "common/model/sampler.h"
 #include "common/spec/drafter.h"
 #include "edge/connection.h"
+#include "edge/live_measurements.h"
 #include "edge/scheduler.h"
+#include "edge/verifier_stream.h"
 
 namespace tandem::edge {
 
@@ -135,6 +138,7 @@ struct EdgeStats {
   int64_t tokens_unverified = 0;    // uncertain policy: committed without a verdict
   int64_t config_changes = 0;       // scheduler: configuration changes (the first choice included)
   int64_t session_switches = 0;     // new sessions opened for a change of mode or split layer
+  int64_t probes = 0;               // rounds padded as link probes (scheduled modes)
   std::string final_config;         // the configuration in use at the end ("spec g4", "cloud", ...)
   double MeanRttSeconds() const { return rtt_samples > 0 ? rtt_seconds / rtt_samples : 0.0; }
 };
@@ -159,10 +163,20 @@ class EdgeGenerator {
  private:
   class Run;  // one Generate call
 
+  // Finishes the sessions left behind (closed without waiting for the verifier's answer).
+  void CollectClosed(double timeout_s);
+
   const model::Model& local_;
   spec::Drafter* drafter_;
   std::shared_ptr<grpc::Channel> channel_;
   EdgeOptions options_;
+  // Kept across Generate calls: what was learned about the link, the verifier and the drafts,
+  // and the scheduler's current choice.
+  std::unique_ptr<LiveMeasurements> live_;
+  std::unique_ptr<Scheduler> scheduler_;
+  std::unique_ptr<v1::Verifier::Stub> stub_;
+  std::unique_ptr<ReplyWatchdog> watchdog_;
+  std::vector<std::unique_ptr<VerifierStream>> closing_;  // Close sent, call not yet finished
 };
 
 }  // namespace tandem::edge

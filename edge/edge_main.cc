@@ -3,7 +3,10 @@
 //   tandem-edge generate --verifier HOST:PORT --model M [--tokenizer T] [--prompt P]
 //       [--max-tokens N] [--temperature X] [--top-k K] [--top-p P] [--seed S]
 //       [--mode auto|spec|cloud|local|split]                (default auto)
-//       [--split-layer K] [--codec f32|f16|bf16|int8|int4[+zstd]]   (split mode)
+//       [--split-layer K|auto] [--codec f32|f16|bf16|int8|int4[+zstd]]   (split mode)
+//       [--allowed-modes spec,cloud,split,local] [--min-split-layer K] [--max-edge-layers L]
+//       [--objective latency|cloud-cost] [--codecs f32,int8] [--max-spec-tokens G]
+//       [--prior-acceptance P] [--verbose]                   (the scheduler: auto mode)
 //       [--draft-model F | --draft early-exit:K | --draft ngram:N]
 //       [--spec-tokens G|auto] [--tree static:K,D|dynamic:N]
 //       [--tls-ca F [--tls-cert F --tls-key F] [--tls-server-name NAME]]
@@ -16,8 +19,14 @@
 //   local  the edge model alone (--model); no verifier needed.
 //   split  as spec, but the edge runs the target's layers [0, K) (--model must be the target) and
 //          sends their states, encoded with --codec (default f32: exact), not the prompt's ids.
-//   auto   spec while the verifier is reachable; otherwise the edge model, with a warning,
-//          reconnecting in the background and resuming spec when the verifier is back.
+//   auto   the scheduler picks the mode among --allowed-modes (default spec,cloud; add split
+//          when --model is the target), the draft length, and for split the layer and codec
+//          (--codecs), every round from live measurements of the link, both sides' compute and
+//          the drafts' acceptance; --verbose prints a line per change with its reason. When the
+//          verifier is unreachable: the edge model, with a warning, reconnecting in the
+//          background and resuming when the verifier is back.
+//   split with --split-layer auto: the scheduler picks the layer (min/max from
+//          --min-split-layer, --max-edge-layers) and the codec among --codecs (default --codec).
 // In spec, split and cloud, an outage is retried (backoff, resumed on a new session) for up to
 // --retry-deadline-s (default 10), then the run fails. Refused credentials (UNAUTHENTICATED,
 // PERMISSION_DENIED, TLS/certificate failures), a model or vocabulary mismatch and bad requests
@@ -33,6 +42,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 #include "common/util/flags.h"
 #include "edge/edge_generator.h"
 
@@ -72,11 +82,13 @@ void WriteStatsJson(const std::string& path, edge::EdgeMode mode, size_t prompt_
       "  \"bytes_up\": %d,\n  \"bytes_down\": %d,\n"
       "  \"rtt_mean_seconds\": %.6f,\n  \"rtt_total_seconds\": %.6f,\n"
       "  \"cloud_compute_seconds\": %.6f,\n  \"draft_seconds\": %.6f,\n"
-      "  \"draft_tokens\": %d,\n  \"accepted_tokens\": %d\n}\n",
+      "  \"draft_tokens\": %d,\n  \"accepted_tokens\": %d,\n"
+      "  \"config_changes\": %d,\n  \"session_switches\": %d,\n  \"final_config\": \"%s\"\n}\n",
       edge::EdgeModeName(mode), prompt_tokens, s.generated_tokens, s.tokens_verified,
       s.tokens_from_cloud, s.tokens_local_fallback, s.round_trips, s.target_passes, s.sessions,
       s.reconnects, s.fallbacks, s.bytes_up, s.bytes_down, s.MeanRttSeconds(), s.rtt_seconds,
-      s.cloud_compute_seconds, s.draft_seconds, s.draft_tokens, s.accepted_tokens);
+      s.cloud_compute_seconds, s.draft_seconds, s.draft_tokens, s.accepted_tokens,
+      s.config_changes, s.session_switches, s.final_config);
 }
 
 int Generate(const std::vector<std::string>& args) {
@@ -84,7 +96,10 @@ int Generate(const std::vector<std::string>& args) {
       args, {"verifier", "model", "tokenizer", "prompt", "max-tokens", "temperature", "top-k",
              "top-p", "seed", "mode", "draft-model", "draft", "spec-tokens", "tree", "stats-json",
              "timeout-s", "connect-timeout-s", "retry-deadline-s", "tls-ca", "tls-cert",
-             "tls-key", "tls-server-name", "auth-token-file", "split-layer", "codec"});
+             "tls-key", "tls-server-name", "auth-token-file", "split-layer", "codec",
+             "allowed-modes", "min-split-layer", "max-edge-layers", "objective", "codecs",
+             "max-spec-tokens", "prior-acceptance"},
+      {"verbose"});
   if (!flags.ok()) return Fail(flags.status());
   if (!flags->Has("model")) return Fail(absl::InvalidArgumentError("--model FILE is required"));
   if (flags->Has("draft-model") && flags->Has("draft")) {
@@ -132,16 +147,74 @@ int Generate(const std::vector<std::string>& args) {
   if (absl::Status s = model::ValidateSamplerOptions(o.sampler); !s.ok()) return Fail(s);
   if (o.mode == edge::EdgeMode::kSplit) {
     if (!flags->Has("split-layer")) {
-      return Fail(absl::InvalidArgumentError("split mode needs --split-layer K (1 <= K < layers)"));
+      return Fail(absl::InvalidArgumentError(
+          "split mode needs --split-layer K (1 <= K < layers) or --split-layer auto"));
     }
-    auto k = flags->Int("split-layer", 0, 1, 1 << 16);
-    if (!k.ok()) return Fail(k.status());
-    o.split_layer = static_cast<int>(*k);
+    if (flags->String("split-layer") != "auto") {
+      auto k = flags->Int("split-layer", 0, 1, 1 << 16);
+      if (!k.ok()) return Fail(k.status());
+      o.split_layer = static_cast<int>(*k);
+    }
     absl::StatusOr<codec::CodecSpec> c = codec::ParseCodec(flags->String("codec", "f32"));
     if (!c.ok()) return Fail(c.status());
     o.codec = *c;
   } else if (flags->Has("split-layer") || flags->Has("codec")) {
     return Fail(absl::InvalidArgumentError("--split-layer and --codec are for --mode split"));
+  }
+  // The scheduler: auto mode, and split mode with --split-layer auto.
+  const bool scheduled = o.mode == edge::EdgeMode::kAuto ||
+                         (o.mode == edge::EdgeMode::kSplit && o.split_layer == 0);
+  if (scheduled) {
+    edge::SchedulerPolicy policy;
+    absl::StatusOr<std::vector<edge::RunMode>> allowed =
+        edge::ParseRunModes(flags->String("allowed-modes", "spec,cloud"));
+    if (!allowed.ok()) return Fail(allowed.status());
+    policy.allowed = *allowed;
+    if (o.mode == edge::EdgeMode::kSplit) policy.allowed = {edge::RunMode::kSplit};
+    auto min_k = flags->Int("min-split-layer", 1, 1, 1 << 16);
+    auto max_edge = flags->Int("max-edge-layers", 1 << 16, 1, 1 << 16);
+    auto max_gamma = flags->Int("max-spec-tokens", 8, 0, 64);
+    auto prior = flags->Double("prior-acceptance", 0.9);
+    for (const absl::Status& st : {min_k.status(), max_edge.status(), max_gamma.status(), prior.status()}) {
+      if (!st.ok()) return Fail(st);
+    }
+    if (*prior < 0 || *prior > 1) {
+      return Fail(absl::InvalidArgumentError("--prior-acceptance must be in [0, 1]"));
+    }
+    policy.min_split_layer = static_cast<int>(*min_k);
+    policy.max_edge_layers = static_cast<int>(*max_edge);
+    policy.max_gamma = static_cast<int>(*max_gamma);
+    o.prior_acceptance = *prior;
+    const std::string objective = flags->String("objective", "latency");
+    if (objective == "cloud-cost") {
+      policy.objective = edge::Objective::kCloudCost;
+    } else if (objective != "latency") {
+      return Fail(absl::InvalidArgumentError(
+          absl::StrCat("--objective must be latency or cloud-cost, got '", objective, "'")));
+    }
+    policy.codecs.clear();
+    const std::string codecs = flags->Has("codecs") ? flags->String("codecs")
+                               : o.mode == edge::EdgeMode::kSplit ? codec::CodecSpecName(o.codec)
+                                                                  : std::string("f32,int8");
+    for (const std::string& name : std::vector<std::string>(absl::StrSplit(codecs, ','))) {
+      absl::StatusOr<codec::CodecSpec> c = codec::ParseCodec(name);
+      if (!c.ok()) return Fail(c.status());
+      policy.codecs.push_back(*c);
+    }
+    o.scheduler = policy;
+    if (flags->Has("verbose")) {
+      o.on_debug = [](const std::string& line) {
+        std::fprintf(stderr, "tandem-edge: %s\n", line.c_str());
+      };
+    }
+  } else {
+    for (const char* f : {"allowed-modes", "min-split-layer", "max-edge-layers", "objective",
+                          "codecs", "max-spec-tokens", "prior-acceptance"}) {
+      if (flags->Has(f)) {
+        return Fail(absl::InvalidArgumentError(absl::StrCat(
+            "--", f, " is for the scheduler (--mode auto, or --mode split --split-layer auto)")));
+      }
+    }
   }
   if (flags->Has("tree")) {
     absl::StatusOr<spec::TreeShape> tree = spec::ParseTreeShape(flags->String("tree"));

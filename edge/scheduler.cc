@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 
 namespace tandem::edge {
 
@@ -75,7 +76,7 @@ Prediction Scheduler::Predict(const RunConfig& c, const Measurements& m) const {
       } else {
         const size_t row = codec::RawPayloadBytes(c.codec.kind, 1, std::max(1, m.dim)).value_or(0);
         up += positions * static_cast<double>(row) * (c.codec.zstd ? m.zstd_ratio : 1.0);
-        t += c.split_layer * positions * m.edge_layer_s_per_position;
+        t += c.split_layer * (m.edge_layer_s_base + positions * m.edge_layer_s_per_position);
         cloud_s = cloud(m.n_layers - c.split_layer, positions);
       }
       t += up * 8.0 / up_bps + m.down_overhead_bytes * 8.0 / down_bps + cloud_s;
@@ -119,15 +120,77 @@ std::vector<Prediction> Scheduler::PredictAll(const Measurements& m) const {
   return out;
 }
 
+absl::StatusOr<std::vector<RunMode>> ParseRunModes(const std::string& list) {
+  std::vector<RunMode> out;
+  for (const std::string& name : std::vector<std::string>(absl::StrSplit(list, ','))) {
+    bool found = false;
+    for (RunMode m : {RunMode::kLocal, RunMode::kSpec, RunMode::kSplit, RunMode::kCloud}) {
+      if (name == RunModeName(m)) {
+        if (std::find(out.begin(), out.end(), m) == out.end()) out.push_back(m);
+        found = true;
+      }
+    }
+    if (!found) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("unknown mode '", name, "' (expected spec, cloud, split or local)"));
+    }
+  }
+  return out;
+}
+
+bool SameSession(const RunConfig& a, const RunConfig& b) {
+  return a.mode == b.mode && (a.mode != RunMode::kSplit || a.split_layer == b.split_layer);
+}
+
+double Scheduler::SwitchSeconds(const RunConfig& to, const Measurements& m) const {
+  const int n = std::max(1, m.context_tokens);
+  const double up_bps = std::max(m.up_bps, 1.0);
+  double up = m.up_overhead_bytes + n * 3.0;  // ids
+  double t = m.rtt_s;
+  int cloud_layers = m.n_layers;
+  switch (to.mode) {
+    case RunMode::kLocal:
+      return 0;
+    case RunMode::kSplit: {
+      const size_t row = codec::RawPayloadBytes(to.codec.kind, 1, std::max(1, m.dim)).value_or(0);
+      up = m.up_overhead_bytes + n * static_cast<double>(row) * (to.codec.zstd ? m.zstd_ratio : 1.0);
+      t += to.split_layer * (m.edge_layer_s_base + n * m.edge_layer_s_per_position);
+      cloud_layers -= to.split_layer;
+      break;
+    }
+    default:
+      break;
+  }
+  t += up * 8.0 / up_bps + cloud_layers * (m.cloud_layer_s_base + n * m.cloud_layer_s_per_position);
+  return t;
+}
+
 RunConfig Scheduler::Decide(const Measurements& m, std::string* why) {
   if (why != nullptr) why->clear();
   std::vector<Prediction> all = PredictAll(m);
   if (all.empty()) return current_;
+  // Exactness first: lossy configurations compete only if they clearly beat the exact ones.
+  double fastest_exact = 0, fastest_lossy = 0;
+  for (const Prediction& p : all) {
+    const bool lossy = p.config.mode == RunMode::kSplit && p.config.codec.kind != codec::CodecKind::kF32;
+    (lossy ? fastest_lossy : fastest_exact) = std::max(lossy ? fastest_lossy : fastest_exact, p.tokens_per_s);
+  }
+  if (fastest_exact > 0 && fastest_lossy < fastest_exact * (1.0 + policy_.lossy_min_gain)) {
+    std::erase_if(all, [](const Prediction& p) {
+      return p.config.mode == RunMode::kSplit && p.config.codec.kind != codec::CodecKind::kF32;
+    });
+  }
   double fastest = 0;
   for (const Prediction& p : all) fastest = std::max(fastest, p.tokens_per_s);
-  // The objective's score: tokens/s, or (within the slack) the least cloud compute per token.
+  const double remaining = std::max(1, m.remaining_tokens);
+  // The objective's score, higher is better. Latency: minus the predicted time to finish,
+  // including the switch to a new session. Cloud cost: (within the slack of the fastest) the
+  // least cloud compute per token.
   auto score = [&](const Prediction& p) {
-    if (policy_.objective == Objective::kLatency) return p.tokens_per_s;
+    if (policy_.objective == Objective::kLatency) {
+      const double sw = have_current_ && !SameSession(current_, p.config) ? SwitchSeconds(p.config, m) : 0;
+      return -(remaining / std::max(p.tokens_per_s, 1e-9) + sw);
+    }
     if (p.tokens_per_s < fastest * (1.0 - policy_.cost_slack)) return -1.0 / (1.0 + p.cloud_s_per_token);
     return 1.0 / (1e-6 + p.cloud_s_per_token);
   };
@@ -145,15 +208,22 @@ RunConfig Scheduler::Decide(const Measurements& m, std::string* why) {
     if (still_allowed && s_best <= s_now + margin) return current_;
     if (why != nullptr) {
       *why = absl::StrFormat(
-          "scheduler: %s -> %s: %.1f -> %.1f tok/s predicted (rtt %.1f ms, up %.2f Mbit/s, down "
-          "%.2f Mbit/s, a0 %.2f, cloud %.2f ms/token)",
-          current_.Name(), best->config.Name(), now.tokens_per_s, best->tokens_per_s, m.rtt_s * 1e3,
-          m.up_bps / 1e6, m.down_bps / 1e6, m.acceptance.empty() ? 0.0 : m.acceptance[0],
-          best->cloud_s_per_token * 1e3);
+          "scheduler: %s -> %s: %.1f -> %.1f tok/s predicted%s (rtt %.1f ms, up %.2f Mbit/s, down "
+          "%.2f Mbit/s, a0 %.2f, cloud %.2f ms/token, %d tokens to go)",
+          current_.Name(), best->config.Name(), now.tokens_per_s, best->tokens_per_s,
+          SameSession(current_, best->config)
+              ? ""
+              : absl::StrFormat(", new session %.1f ms", SwitchSeconds(best->config, m) * 1e3),
+          m.rtt_s * 1e3, m.up_bps / 1e6, m.down_bps / 1e6,
+          m.acceptance.empty() ? 0.0 : m.acceptance[0], best->cloud_s_per_token * 1e3,
+          m.remaining_tokens);
     }
   } else if (why != nullptr) {
-    *why = absl::StrFormat("scheduler: start with %s: %.1f tok/s predicted (rtt %.1f ms, up %.2f Mbit/s)",
-                           best->config.Name(), best->tokens_per_s, m.rtt_s * 1e3, m.up_bps / 1e6);
+    *why = absl::StrFormat(
+        "scheduler: start with %s: %.1f tok/s predicted (rtt %.1f ms, up %.2f Mbit/s, a0 %.2f, "
+        "cloud %.2f ms/token)",
+        best->config.Name(), best->tokens_per_s, m.rtt_s * 1e3, m.up_bps / 1e6,
+        m.acceptance.empty() ? 0.0 : m.acceptance[0], best->cloud_s_per_token * 1e3);
   }
   current_ = best->config;
   have_current_ = true;

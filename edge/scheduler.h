@@ -12,6 +12,7 @@
 //   cloud     streaming: a token every cloud(N layers, 1 position) + rtt / remaining tokens
 //             (one round trip to start, none per token)
 //   local     a token every t_local
+// where edge(L layers, P positions) = L (edge_base + P edge_per_position), and cloud(...) alike.
 // tokens/s = E / T. With the objective `cloud_cost`, the configuration with the least cloud
 // compute per token wins among those within `cost_slack` of the best tokens/s.
 // Thread-safety: not thread-safe; one per generation loop.
@@ -21,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/statusor.h"
 #include "common/codec/codec.h"
 
 namespace tandem::edge {
@@ -52,6 +54,9 @@ struct SchedulerPolicy {
   Objective objective = Objective::kLatency;
   double cost_slack = 0.10;   // kCloudCost: allowed loss of tokens/s against the fastest
   double hysteresis = 0.10;   // a new choice must beat the current one by this fraction
+  // A lossy codec (anything but f32) is chosen only when it beats the best exact configuration
+  // by this fraction: exactness is worth a little speed.
+  double lossy_min_gain = 0.10;
 };
 
 struct Measurements {
@@ -59,7 +64,9 @@ struct Measurements {
   double rtt_s = 0.02, up_bps = 10e6, down_bps = 50e6;
   // Edge compute.
   double draft_s_per_token = 0.001;      // one draft token
-  double edge_layer_s_per_position = 1e-4;  // one target layer, one position, on the edge
+  // One target layer over P positions on the edge: base + P * per_position.
+  double edge_layer_s_base = 0;
+  double edge_layer_s_per_position = 1e-4;
   double local_s_per_token = 0.002;      // the local model alone, one token
   // Cloud compute, queueing included: a pass over L layers and P positions costs
   // L * (cloud_layer_s_base + P * cloud_layer_s_per_position).
@@ -72,6 +79,7 @@ struct Measurements {
   int up_overhead_bytes = 40, down_overhead_bytes = 20, bytes_per_draft_id = 3;
   double zstd_ratio = 0.9;  // compressed / raw, measured from the payloads sent
   int remaining_tokens = 128;  // tokens still to generate (cloud mode pays one RTT over them)
+  int context_tokens = 0;      // committed tokens a new session must replay
 };
 
 struct Prediction {
@@ -91,7 +99,13 @@ class Scheduler {
 
   // Re-decides: returns the configuration for the next round. `why` (may be null) gets a
   // one-line explanation when the choice changed, else is cleared.
+  // A change of mode or split layer opens a new session, which replays the committed prefix: it
+  // is made only when the predicted time saved over the remaining tokens exceeds that cost
+  // (SwitchSeconds) and the hysteresis.
   RunConfig Decide(const Measurements& m, std::string* why);
+  // The predicted cost of opening a new session for `to`: a round trip, the prefix's upload, and
+  // its replay through the layers on each side.
+  double SwitchSeconds(const RunConfig& to, const Measurements& m) const;
   const RunConfig& current() const { return current_; }
   int changes() const { return changes_; }
 
@@ -101,6 +115,12 @@ class Scheduler {
   bool have_current_ = false;
   int changes_ = 0;
 };
+
+// "spec,cloud,split,local" (any subset, comma-separated) into modes.
+absl::StatusOr<std::vector<RunMode>> ParseRunModes(const std::string& list);
+
+// Whether going from `a` to `b` keeps the session (only the draft length or codec changes).
+bool SameSession(const RunConfig& a, const RunConfig& b);
 
 // Expected committed tokens of a round with `gamma` drafts (the correction or bonus included).
 double ExpectedTokens(const std::vector<double>& acceptance, int gamma);

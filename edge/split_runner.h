@@ -44,6 +44,8 @@ class SplitRunner {
   absl::Status Accept(std::span<const int32_t> accepted_nodes);
 
   int k() const { return k_; }
+  // The codec for the states sent from now on (each message names its codec).
+  void set_codec(const codec::CodecSpec& codec) { codec_ = codec; }
   int length() const { return cache_.length(); }
   int64_t raw_bytes() const { return raw_bytes_; }    // payload bytes before zstd
   int64_t wire_bytes() const { return wire_bytes_; }  // payload bytes sent

@@ -86,22 +86,25 @@ absl::Status VerifierStream::Open(const v1::OpenSession& open, std::span<const i
                                   double timeout_s, v1::SessionOpened* opened,
                                   const v1::HiddenStates* hidden) {
   stream_ = stub_->Session(&context_);
+  // The prompt follows the open at once (one round trip, not two); a verifier that refuses the
+  // session ignores it.
   v1::EdgeMessage out;
   *out.mutable_open() = open;
-  v1::VerifierMessage in;
   if (absl::Status s = Send(out); !s.ok()) return s;
-  if (absl::Status s = Receive(timeout_s, &in); !s.ok()) return s;
-  if (in.kind_case() != v1::VerifierMessage::kOpened) {
-    return absl::DataLossError("the verifier answered the session open with something else");
-  }
-  *opened = in.opened();
   out.Clear();
   if (hidden != nullptr) {
     *out.mutable_prompt()->mutable_hidden() = *hidden;
   } else {
     out.mutable_prompt()->mutable_token_ids()->Add(prompt.begin(), prompt.end());
   }
-  return Send(out);
+  if (absl::Status s = Send(out); !s.ok()) return s;
+  v1::VerifierMessage in;
+  if (absl::Status s = Receive(timeout_s, &in); !s.ok()) return s;
+  if (in.kind_case() != v1::VerifierMessage::kOpened) {
+    return absl::DataLossError("the verifier answered the session open with something else");
+  }
+  *opened = in.opened();
+  return absl::OkStatus();
 }
 
 absl::Status VerifierStream::Send(const v1::EdgeMessage& message) {
@@ -130,13 +133,19 @@ absl::Status VerifierStream::Late(bool late, absl::Status failure, double timeou
       timeout_s > 0 ? timeout_s : timeout_s_, failure.message()));
 }
 
-absl::Status VerifierStream::Close(double timeout_s) {
-  if (stream_ == nullptr || finished_) return absl::OkStatus();
+void VerifierStream::BeginClose() {
+  if (stream_ == nullptr || finished_ || closing_) return;
   v1::EdgeMessage out;
   out.mutable_close();
   counters_->bytes_up += static_cast<int64_t>(out.ByteSizeLong());
   stream_->Write(out);
   stream_->WritesDone();
+  closing_ = true;
+}
+
+absl::Status VerifierStream::Close(double timeout_s) {
+  if (stream_ == nullptr || finished_) return absl::OkStatus();
+  BeginClose();
   watchdog_->Arm(&context_, timeout_s);
   grpc::Status s = stream_->Finish();
   finished_ = true;

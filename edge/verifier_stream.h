@@ -55,7 +55,7 @@ class VerifierStream {
                  ReplyWatchdog* watchdog, StreamCounters* counters);
   ~VerifierStream();  // cancels the call if it was not closed
 
-  // Sends `open`, waits up to `timeout_s` for SessionOpened, then sends `prompt`.
+  // Sends `open` and `prompt` together, then waits up to `timeout_s` for SessionOpened.
   // With `hidden` (split mode) the prompt message carries those states instead of the ids.
   absl::Status Open(const v1::OpenSession& open, std::span<const int32_t> prompt, double timeout_s,
                     v1::SessionOpened* opened, const v1::HiddenStates* hidden = nullptr);
@@ -64,6 +64,10 @@ class VerifierStream {
   absl::Status Receive(double timeout_s, v1::VerifierMessage* message);
   // Sends Close and ends the call; the status of the call (OK after a clean close).
   absl::Status Close(double timeout_s);
+  // Sends Close without waiting for the verifier to end the call (Close later collects it): for a
+  // session left for another one, or ended, while the edge goes on. Afterwards the stream no
+  // longer touches `counters`.
+  void BeginClose();
 
  private:
   // The call's final status after a failed read or write.
@@ -78,6 +82,7 @@ class VerifierStream {
   grpc::ClientContext context_;  // declared before stream_, which it outlives
   std::unique_ptr<grpc::ClientReaderWriter<v1::EdgeMessage, v1::VerifierMessage>> stream_;
   bool finished_ = false;
+  bool closing_ = false;  // Close sent
   double timeout_s_;  // for writes
 };
 

@@ -59,7 +59,11 @@ void LinkEstimator::ObserveRound(int64_t up_bytes, int64_t down_bytes, double wa
     const double predicted = NetworkSeconds(up_bytes, down_bytes) * 1e3;
     const double error = std::fabs(y - predicted) / std::max(predicted, 1.0);
     const bool surprise = error > std::max(0.3, 3 * typical_error_);
-    if (surprise && last_surprised_) decay = 0.05;
+    if (surprise && last_surprised_) {
+      decay = 0.05;
+      changes_++;
+      last_change_round_ = rounds_;
+    }
     last_surprised_ = surprise;
     if (!surprise) typical_error_ = 0.9 * typical_error_ + 0.1 * error;
   }
@@ -67,8 +71,23 @@ void LinkEstimator::ObserveRound(int64_t up_bytes, int64_t down_bytes, double wa
     for (int j = 0; j < 3; ++j) sxx_[i][j] = decay * sxx_[i][j] + x[i] * x[j];
     sxy_[i] = decay * sxy_[i] + x[i] * y;
   }
+  // Sizes that differ by half or more from the usual tell bandwidth apart from RTT.
+  if (typical_up_bytes_ < 0) {
+    typical_up_bytes_ = static_cast<double>(up_bytes);
+  } else {
+    const double u = static_cast<double>(up_bytes);
+    if (u > 1.5 * typical_up_bytes_ + 64 || u < typical_up_bytes_ / 1.5 - 64) last_varied_round_ = rounds_;
+    typical_up_bytes_ = 0.8 * typical_up_bytes_ + 0.2 * u;
+  }
   ++rounds_;
   Solve();
+}
+
+bool LinkEstimator::WantsProbe(int every) const {
+  if (rounds_ < 2) return false;
+  // (A change detected on a round of a different size needs no further probe.)
+  const bool changed_since_varied = last_change_round_ > last_varied_round_;
+  return changed_since_varied || rounds_ - last_varied_round_ >= every;
 }
 
 void LinkEstimator::Solve() {

@@ -37,6 +37,12 @@ class LinkEstimator {
   double up_bps() const { return up_bps_; }
   double down_bps() const { return down_bps_; }
   int64_t rounds() const { return rounds_; }
+  // Link changes detected so far (two surprising rounds in a row).
+  int64_t changes() const { return changes_; }
+  // Whether a round of a clearly different uplink size would teach something: the recent rounds
+  // were all about the same size (so bandwidth and RTT cannot be told apart) and a change was
+  // just detected, or it has been `every` rounds since sizes last varied.
+  bool WantsProbe(int every = 16) const;
   // Predicted network seconds for a round of this many bytes each way.
   double NetworkSeconds(int64_t up_bytes, int64_t down_bytes) const;
 
@@ -51,6 +57,10 @@ class LinkEstimator {
   bool last_surprised_ = false;
   double rtt_s_, up_bps_, down_bps_;
   int64_t rounds_ = 0;
+  int64_t changes_ = 0;
+  int64_t last_change_round_ = -1;
+  int64_t last_varied_round_ = 0;  // the last round whose uplink size differed from the typical
+  double typical_up_bytes_ = -1;   // EWMA of the uplink size
 };
 
 }  // namespace tandem::net

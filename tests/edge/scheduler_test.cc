@@ -145,3 +145,65 @@ TEST(SchedulerTest, CloudCostObjectivePrefersLessCloudCompute) {
 
 }  // namespace
 }  // namespace tandem::edge
+
+namespace tandem::edge {
+namespace {
+
+TEST(SchedulerTest, NewSessionsMustPayForThemselves) {
+  SchedulerPolicy policy;
+  policy.allowed = {RunMode::kSpec, RunMode::kCloud};
+  policy.max_gamma = 4;
+  Measurements m = Base();
+  m.rtt_s = 0.005;
+  m.acceptance.assign(8, 0.95);
+  m.context_tokens = 400;
+  m.remaining_tokens = 1000;
+  Scheduler s(policy);
+  ASSERT_EQ(s.Decide(m, nullptr).mode, RunMode::kSpec);
+  // The round trip grows: cloud becomes faster per token. Near the end of the text, a new
+  // session (a round trip plus replaying 400 tokens) does not pay; early on it does.
+  m.rtt_s = 0.060;
+  const double spec = s.Predict(s.current(), m).tokens_per_s;
+  const double cloud = s.Predict({RunMode::kCloud, 0, 0, {}}, m).tokens_per_s;
+  ASSERT_GT(cloud, spec * 1.2) << "the test needs cloud to be clearly faster per token";
+  const double switch_s = s.SwitchSeconds({RunMode::kCloud, 0, 0, {}}, m);
+  EXPECT_GT(switch_s, m.rtt_s) << "a round trip plus the replay";
+  m.remaining_tokens = 3;
+  ASSERT_LT(m.remaining_tokens / spec - m.remaining_tokens / cloud, switch_s);
+  EXPECT_EQ(s.Decide(m, nullptr).mode, RunMode::kSpec);
+  m.remaining_tokens = 1000;
+  std::string why;
+  EXPECT_EQ(s.Decide(m, &why).mode, RunMode::kCloud);
+  EXPECT_THAT(why, HasSubstr("new session"));
+  // A change of draft length keeps the session and costs nothing.
+  EXPECT_TRUE(SameSession({RunMode::kSpec, 2, 0, {}}, {RunMode::kSpec, 8, 0, {}}));
+  EXPECT_TRUE(SameSession({RunMode::kSplit, 2, 3, {codec::CodecKind::kF32, false}},
+                          {RunMode::kSplit, 4, 3, {codec::CodecKind::kInt8, false}}));
+  EXPECT_FALSE(SameSession({RunMode::kSplit, 2, 3, {}}, {RunMode::kSplit, 2, 4, {}}));
+  EXPECT_FALSE(SameSession({RunMode::kSpec, 2, 0, {}}, {RunMode::kCloud, 0, 0, {}}));
+}
+
+TEST(SchedulerTest, ExactCodecUnlessALossyOneClearlyWins) {
+  SchedulerPolicy policy;
+  policy.allowed = {RunMode::kSplit};
+  Measurements m = Base();
+  // A fast uplink: int8 saves almost nothing, f32 (exact) is kept.
+  m.up_bps = 1e9;
+  Scheduler fast(policy);
+  EXPECT_EQ(fast.Decide(m, nullptr).codec.kind, codec::CodecKind::kF32);
+  // A slow one: int8 is several times faster and wins.
+  m.up_bps = 1e6;
+  Scheduler slow(policy);
+  EXPECT_EQ(slow.Decide(m, nullptr).codec.kind, codec::CodecKind::kInt8);
+}
+
+TEST(SchedulerTest, ParseRunModes) {
+  auto m = ParseRunModes("spec,cloud,split");
+  ASSERT_TRUE(m.ok());
+  EXPECT_EQ(m->size(), 3u);
+  EXPECT_FALSE(ParseRunModes("spec,warp").ok());
+  EXPECT_FALSE(ParseRunModes("").ok());
+}
+
+}  // namespace
+}  // namespace tandem::edge

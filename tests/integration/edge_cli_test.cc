@@ -143,16 +143,28 @@ TEST(EdgeCliTest, TlsAndBearerTokens) {
     return a;
   };
 
-  // Default mode (auto: spec while the verifier is there), TLS, the right token.
+  // Default mode (auto: the scheduler picks among spec and cloud; this verifier decodes a token
+  // in well under a millisecond on loopback, so cloud), TLS, the right token.
   EdgeRun r = RunEdge(dir, with({"--tls-ca", pki.ca, "--auth-token-file", good, "--draft",
-                                 "early-exit:4"}));
+                                 "early-exit:4", "--verbose"}));
   EXPECT_EQ(r.code, 0) << r.err;
   EXPECT_EQ(r.out, kZooText);
   std::string js = testing::ReadFileOrDie(stats);
   EXPECT_TRUE(absl::StrContains(js, "\"mode\": \"auto\"")) << js;
-  EXPECT_TRUE(absl::StrContains(js, "\"tokens_verified\": 57")) << js;
+  EXPECT_TRUE(absl::StrContains(js, "\"tokens_from_cloud\": 57")) << js;
+  EXPECT_TRUE(absl::StrContains(js, "\"final_config\": \"cloud\"")) << js;
   EXPECT_TRUE(absl::StrContains(js, "\"tokens_local_fallback\": 0")) << js;
   EXPECT_TRUE(absl::StrContains(js, "\"rtt_mean_seconds\"")) << js;
+  EXPECT_TRUE(absl::StrContains(r.err, "scheduler: start with")) << "--verbose explains the choice: " << r.err;
+
+  // Auto restricted to spec: every token verified.
+  r = RunEdge(dir, with({"--tls-ca", pki.ca, "--auth-token-file", good, "--draft",
+                         "early-exit:4", "--allowed-modes", "spec"}));
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, kZooText);
+  js = testing::ReadFileOrDie(stats);
+  EXPECT_TRUE(absl::StrContains(js, "\"tokens_verified\": 57")) << js;
+  EXPECT_TRUE(absl::StrContains(js, "\"final_config\": \"spec g")) << js;
 
   // Cloud mode: the verifier decodes.
   r = RunEdge(dir, with({"--mode", "cloud", "--tls-ca", pki.ca, "--auth-token-file", good}));

@@ -65,6 +65,30 @@ TEST(LinkEstimatorTest, ConstantSizesLearnRttAndKeepThePriorBandwidth) {
   EXPECT_NEAR(e.up_bps(), 5e6, 0.5e6);
 }
 
+TEST(LinkEstimatorTest, AsksForAProbeWhenSizesCannotTellBandwidthFromRtt) {
+  LinkEstimator e;
+  Link link{0.010, 50e6, 50e6};
+  for (int i = 0; i < 10; ++i) e.ObserveRound(800, 20, link.Seconds(800, 20), 0.0);
+  EXPECT_FALSE(e.WantsProbe(16)) << "a steady link, recently started";
+  // The uplink collapses; rounds keep their size: the change is noticed, and a probe asked for.
+  link.up_bps = 64e3;
+  for (int i = 0; i < 3; ++i) e.ObserveRound(800, 20, link.Seconds(800, 20), 0.0);
+  EXPECT_GE(e.changes(), 1);
+  EXPECT_TRUE(e.WantsProbe(16));
+  // One round of a clearly different size (the probe) answers it, and pins the bandwidth.
+  e.ObserveRound(3000, 20, link.Seconds(3000, 20), 0.0);
+  EXPECT_FALSE(e.WantsProbe(16));
+  e.ObserveRound(800, 20, link.Seconds(800, 20), 0.0);
+  EXPECT_NEAR(e.up_bps(), 64e3, 64e3 * 0.3);
+  // What the scheduler asks: the time of rounds of either size.
+  for (int64_t up : {800, 3000}) {
+    EXPECT_NEAR(e.NetworkSeconds(up, 20), link.Seconds(up, 20), 0.1 * link.Seconds(up, 20)) << up;
+  }
+  // Without changes, now and then.
+  for (int i = 0; i < 16; ++i) e.ObserveRound(800, 20, link.Seconds(800, 20), 0.0);
+  EXPECT_TRUE(e.WantsProbe(16));
+}
+
 TEST(LinkEstimatorTest, NonsenseSamplesAreIgnored) {
   LinkEstimator e;
   e.ObserveRound(-1, 10, 0.1, 0.0);
