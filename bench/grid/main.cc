@@ -3,9 +3,11 @@
 //   tandem-bench grid --out FILE.json [--quick] [--models stories260k,synth110m] [--tokens N]
 //                     [--runs R] [--verifier-bin PATH] [--work DIR] [--rtts-ms 5,20,50,100]
 //                     [--uplinks-kbps 500,2000,10000,100000] [--downlink-kbps 50000]
-//                     [--split-layers 1,2,3] [--verifier-threads 1]
+//                     [--split-layers 1,2,3] [--verifier-threads 1] [--verbose]
 //   tandem-bench drop --out FILE.json [--tokens 256] [--rtt-ms 20] [--up-kbps 10000]
 //                     [--drop-factor 10] [--downlink-kbps 50000] [--verifier-bin PATH] [--work DIR]
+//                     [--verbose]
+// --verbose prints the scheduler's decisions (EdgeOptions::on_debug) of the auto runs.
 //
 // grid: for every model, RTT and uplink, every configuration (cloud; spec with gamma 2, 4, 8;
 // split with each layer and codec f32/int8; auto with the scheduler) generates greedily through a
@@ -42,9 +44,10 @@ constexpr char kUsage[] =
     "usage: tandem-bench grid --out FILE.json [--quick] [--models stories260k,synth110m]\n"
     "                         [--tokens N] [--runs R] [--verifier-bin PATH] [--work DIR]\n"
     "                         [--rtts-ms LIST] [--uplinks-kbps LIST] [--downlink-kbps K]\n"
-    "                         [--split-layers LIST] [--verifier-threads T]\n"
+    "                         [--split-layers LIST] [--verifier-threads T] [--verbose]\n"
     "       tandem-bench drop --out FILE.json [--tokens N] [--rtt-ms MS] [--up-kbps K]\n"
-    "                         [--drop-factor F] [--downlink-kbps K] [--verifier-bin PATH] [--work DIR]\n";
+    "                         [--drop-factor F] [--downlink-kbps K] [--verifier-bin PATH] [--work DIR]\n"
+    "                         [--verbose]\n";
 
 int Fail(const absl::Status& s) {
   std::fprintf(stderr, "tandem-bench: error: %s\n", s.ToString().c_str());
@@ -88,7 +91,14 @@ std::string ModelsDir() {
 struct Common {
   std::string out, verifier_bin, work;
   int verifier_threads = 1;
+  bool verbose = false;
 };
+
+// --verbose: the scheduler's one-line explanations on stderr.
+void MaybeVerbose(const Common& c, edge::EdgeOptions* o) {
+  if (!c.verbose) return;
+  o->on_debug = [](const std::string& line) { std::fprintf(stderr, "tandem-bench:   %s\n", line.c_str()); };
+}
 
 absl::StatusOr<Common> ParseCommon(const Flags& flags) {
   Common c;
@@ -99,6 +109,7 @@ absl::StatusOr<Common> ParseCommon(const Flags& flags) {
   absl::StatusOr<int64_t> t = flags.Int("verifier-threads", 1, 1, 64);
   if (!t.ok()) return t.status();
   c.verifier_threads = static_cast<int>(*t);
+  c.verbose = flags.Has("verbose");
   std::error_code ec;
   std::filesystem::create_directories(c.work, ec);
   if (ec) return absl::PermissionDeniedError(absl::StrCat("cannot create ", c.work, ": ", ec.message()));
@@ -221,7 +232,8 @@ int Grid(const Flags& flags) {
         m->split_layers.push_back(k);
       }
     }
-    const std::vector<EdgeConfig> configs = GridConfigs(m->split_layers, kSplitGamma);
+    std::vector<EdgeConfig> configs = GridConfigs(m->split_layers, kSplitGamma);
+    for (EdgeConfig& c : configs) MaybeVerbose(*common, &c.options);
     std::vector<std::string> prompts;
     for (const std::string& p : m->prompts) prompts.push_back(JsonQuote(p));
     model_meta.push_back(JsonObject()
@@ -307,11 +319,12 @@ int Grid(const Flags& flags) {
 
 // One drop run: a calibration generation on the steady link (its duration places the drop), then
 // a fresh edge on a fresh emulator whose schedule divides the uplink halfway through.
-absl::StatusOr<std::string> DropRun(const BenchModel& m, int port, const std::string& name,
-                                    const edge::SchedulerPolicy& policy, const linkem::LinkParams& lp,
-                                    double factor) {
+absl::StatusOr<std::string> DropRun(const Common& common, const BenchModel& m, int port,
+                                    const std::string& name, const edge::SchedulerPolicy& policy,
+                                    const linkem::LinkParams& lp, double factor) {
   const std::vector<int32_t> prompt = m.model->vocab().Encode(m.prompts[0], true);
   edge::EdgeOptions o = AutoOptions(policy);
+  MaybeVerbose(common, &o);
   double calibration_s = 0;
   edge::EdgeStats calibration;
   {
@@ -373,6 +386,7 @@ absl::StatusOr<std::string> DropRun(const BenchModel& m, int port, const std::st
              .Add("final_config", a.config_final)
              .Add("config_changes", stats.config_changes)
              .Add("session_switches", stats.session_switches)
+             .Add("probes", stats.probes)
              .Add("rounds_to_config_change", a.rounds_to_change)
              .Add("seconds_to_config_change", a.seconds_to_change)
              .Add("rounds_to_estimate_within_30pct", a.rounds_to_estimate)
@@ -410,7 +424,7 @@ int Drop(const Flags& flags) {
   for (const auto& [name, policy] :
        std::vector<std::pair<std::string, edge::SchedulerPolicy>>{{"split-only", split_only},
                                                                   {"auto", GridAutoPolicy()}}) {
-    absl::StatusOr<std::string> run = DropRun(*m, (*verifier)->port(), name, policy, lp, *factor);
+    absl::StatusOr<std::string> run = DropRun(*common, *m, (*verifier)->port(), name, policy, lp, *factor);
     if (!run.ok()) return Fail(run.status());
     runs.push_back(*run);
   }
@@ -441,9 +455,10 @@ int main(int argc, char** argv) {
                    ? Flags::Parse(args,
                                   {"out", "models", "tokens", "runs", "verifier-bin", "work", "rtts-ms",
                                    "uplinks-kbps", "downlink-kbps", "split-layers", "verifier-threads"},
-                                  {"quick"})
+                                  {"quick", "verbose"})
                    : Flags::Parse(args, {"out", "tokens", "rtt-ms", "up-kbps", "drop-factor",
-                                         "downlink-kbps", "verifier-bin", "work", "verifier-threads"});
+                                         "downlink-kbps", "verifier-bin", "work", "verifier-threads"},
+                                  {"verbose"});
   if (!flags.ok()) {
     std::fprintf(stderr, "tandem-bench: %s\n%s", flags.status().ToString().c_str(), bench::kUsage);
     return 2;
