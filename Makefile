@@ -27,7 +27,7 @@ bench: build
 	bash bench/run_engine_bench.sh $(BUILD_DIR)
 
 # Every edge configuration through the link emulator against a real verifier, the uplink-drop
-# run, and their plot (about 35 minutes on 2 cores; GRID_FLAGS=--quick for a one-minute check).
+# run, and their plot (about 30 minutes on 2 cores; GRID_FLAGS=--quick for a one-minute check).
 GRID_OUT ?= bench/results
 GRID_FLAGS ?=
 bench-grid: build
