@@ -28,6 +28,9 @@ VerifierMetrics::VerifierMetrics(int max_positions, const std::vector<std::strin
                           "Draft tokens received for verification.");
   accepted_tokens_ = counter("tandem_spec_decode_num_accepted_tokens_total",
                              "Draft tokens accepted by verification.");
+  context_tokens_ = counter("tandem_context_tokens_total",
+                            "Uncertain policy: tokens the edge committed without a verdict, "
+                            "received as context.");
   verify_passes_ = counter("tandem_verify_passes_total", "Target forward passes that verified a draft.");
   auto& per_pos = BuildCounter()
                       .Name("tandem_spec_decode_num_accepted_tokens_per_pos_total")
@@ -40,7 +43,7 @@ VerifierMetrics::VerifierMetrics(int max_positions, const std::vector<std::strin
                           .Help("Engine time of one verify pass.").Register(*registry_)
                           .Add({}, seconds);
   batch_tokens_ = &BuildHistogram().Name("tandem_verify_batch_tokens")
-                       .Help("Positions in one verify pass (the last committed token and the drafts).")
+                       .Help("Positions in one verify pass (the last committed token, any context and the drafts).")
                        .Register(*registry_)
                        .Add({}, obs::ExponentialBuckets(1, 2, 10));
   queue_wait_ = &BuildHistogram().Name("tandem_queue_wait_seconds")

@@ -11,7 +11,7 @@
 //                                                             max_tree_nodes), at most 256)
 //   tandem_verify_passes_total                                target passes (verify rounds)
 //   tandem_verify_duration_seconds                            engine time per verify pass
-//   tandem_verify_batch_tokens                                positions per pass (drafts + 1)
+//   tandem_verify_batch_tokens                                positions per pass (drafts + context + 1)
 //   tandem_queue_wait_seconds                                 engine-queue wait per task
 //   tandem_bytes_total{direction=up|down, kind=prompt|draft|verdict|tokens|control}
 //   tandem_sessions_active                                    open sessions
@@ -21,6 +21,10 @@
 //   tandem_time_to_first_token_seconds                        cloud mode: prompt in -> first token out
 //   tandem_time_per_output_token_seconds                      cloud mode: between tokens
 //   tandem_generated_tokens_total{mode=spec|cloud}            tokens committed by the verifier
+//   tandem_context_tokens_total                               uncertain policy: tokens the edge
+//                                                             committed without a verdict, received
+//                                                             as context (never verified; not in
+//                                                             tandem_spec_decode_*)
 // Thread-safety: all methods may be called from any thread.
 #ifndef TANDEM_CLOUD_VERIFIER_METRICS_H_
 #define TANDEM_CLOUD_VERIFIER_METRICS_H_
@@ -46,7 +50,7 @@ inline constexpr const char* kRejectionReasons[] = {
     "bad_token",       "empty_prompt",      "draft_too_long", "tree_too_large", "bad_tree",
     "out_of_order",    "unknown_model",     "message_too_large", "bad_probs",  "bad_sampling",
     "unsupported_mode", "bad_message",      "committed_mismatch", "context_full", "bad_split_layer",
-    "bad_hidden"};
+    "bad_hidden",      "bad_context"};
 
 class VerifierMetrics {
  public:
@@ -64,6 +68,7 @@ class VerifierMetrics {
   void ObserveQueueWait(double seconds) { queue_wait_->Observe(seconds); }
   void CountBytes(Direction d, MsgKind k, size_t bytes);
   void CountGenerated(bool cloud, int tokens) { (cloud ? gen_cloud_ : gen_spec_)->Increment(tokens); }
+  void CountContext(int tokens) { context_tokens_->Increment(tokens); }
   void ObserveTimeToFirstToken(double s) { ttft_->Observe(s); }
   void ObserveTimePerOutputToken(double s) { tpot_->Observe(s); }
   void SessionStarted(const std::string& tenant);
@@ -76,6 +81,7 @@ class VerifierMetrics {
 
   std::shared_ptr<prometheus::Registry> registry_;
   prometheus::Counter *draft_tokens_, *accepted_tokens_, *verify_passes_, *gen_spec_, *gen_cloud_;
+  prometheus::Counter* context_tokens_;
   std::vector<prometheus::Counter*> per_pos_;
   prometheus::Histogram *verify_duration_, *batch_tokens_, *queue_wait_, *ttft_, *tpot_;
   prometheus::Counter* bytes_[2][static_cast<int>(MsgKind::kCount)];

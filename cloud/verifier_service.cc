@@ -196,10 +196,10 @@ class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::Verif
       if (admitted_) service_->ReleaseSession(tenant_, outcome);
       spdlog::info(
           "session {} end: tenant={} mode={} outcome={} status={}{}{} rounds={} draft_tokens={} "
-          "accepted={} generated={} bytes_up={} bytes_down={} duration_s={:.3f}",
+          "accepted={} context={} generated={} bytes_up={} bytes_down={} duration_s={:.3f}",
           SessionName(), tenant_, ModeName(mode_), admitted_ ? OutcomeName(outcome) : "refused",
           CodeName(status_.error_code()), status_.ok() ? "" : " message=", status_.error_message(),
-          rounds_, draft_tokens_, accepted_, generated_, bytes_up_, bytes_down_,
+          rounds_, draft_tokens_, accepted_, context_tokens_, generated_, bytes_up_, bytes_down_,
           MonotonicSeconds() - started_);
     }
     delete this;  // frees the session's KV cache
@@ -309,6 +309,7 @@ class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::Verif
   }
 
   grpc::Status HandleOpen() {
+    const double open_at = MonotonicSeconds();
     if (state_ != State::kExpectOpen) {
       return Reject("out_of_order", C::FAILED_PRECONDITION, "open: the session is already open");
     }
@@ -354,6 +355,7 @@ class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::Verif
     session_id_ = absl::StrCat("s", service_->NextSessionId());
     v1::SessionOpened* opened = out_.mutable_opened();
     opened->set_session_id(session_id_);
+    opened->set_setup_micros(static_cast<uint64_t>((MonotonicSeconds() - open_at) * 1e6));
     service_->FillModelInfo(opened->mutable_model());
     service_->FillLimits(opened->mutable_limits());
     WriteLocked();
@@ -373,14 +375,7 @@ class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::Verif
     if (p.token_ids_size() == 0) {
       return Reject("empty_prompt", C::INVALID_ARGUMENT, "empty prompt (it needs at least BOS)");
     }
-    const int vocab = service_->model().config().vocab_size;
-    for (int i = 0; i < p.token_ids_size(); ++i) {
-      if (p.token_ids(i) < 0 || p.token_ids(i) >= vocab) {
-        return Reject("bad_token", C::INVALID_ARGUMENT,
-                      absl::StrCat("prompt token id ", p.token_ids(i), " at index ", i,
-                                   " is outside the vocabulary [0, ", vocab, ")"));
-      }
-    }
+    if (grpc::Status s = CheckIds(p.token_ids(), "prompt", "bad_token"); !s.ok()) return s;
     if (p.token_ids_size() >= verifier_->Room() + 1 + static_cast<int>(verifier_->committed().size())) {
       return Reject("context_full", C::RESOURCE_EXHAUSTED,
                     absl::StrCat("prompt of ", p.token_ids_size(),
@@ -460,6 +455,41 @@ class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::Verif
     return grpc::Status::OK;
   }
 
+  // INVALID_ARGUMENT, counted under `reason`, for the first of `ids` outside the vocabulary.
+  grpc::Status CheckIds(const google::protobuf::RepeatedField<int32_t>& ids, const char* what,
+                        const char* reason) {
+    const int vocab = service_->model().config().vocab_size;
+    for (int i = 0; i < ids.size(); ++i) {
+      if (ids[i] < 0 || ids[i] >= vocab) {
+        return Reject(reason, C::INVALID_ARGUMENT,
+                      absl::StrCat(what, " token id ", ids[i], " at index ", i,
+                                   " is outside the vocabulary [0, ", vocab, ")"));
+      }
+    }
+    return grpc::Status::OK;
+  }
+
+  // The `uncertain` policy's context ids of a draft round: token ids in a spec-mode chain round
+  // that leave the next token room in the session. Split sessions (whose ids stay on the edge)
+  // and tree rounds take none.
+  grpc::Status CheckContext(const v1::DraftRound& d, bool tree) {
+    if (split_layer_ > 0 || tree) {
+      return Reject("bad_context", C::INVALID_ARGUMENT,
+                    split_layer_ > 0 ? "context ids are not for split mode"
+                                     : "context ids go with chain drafts only, not trees");
+    }
+    if (grpc::Status s = CheckIds(d.context_ids(), "context", "bad_context"); !s.ok()) return s;
+    if (d.context_ids_size() > verifier_->Room()) {
+      return Reject("bad_context", C::INVALID_ARGUMENT,
+                    absl::StrCat("context of ", d.context_ids_size(), " tokens overflows the session: ",
+                                 verifier_->committed().size(), " committed tokens, the next one and ",
+                                 "the context exceed its ", verifier_->Room() + 1 +
+                                     static_cast<int>(verifier_->committed().size()),
+                                 " positions"));
+    }
+    return grpc::Status::OK;
+  }
+
   grpc::Status HandleDraft() {
     if (state_ != State::kRounds) {
       return Reject("out_of_order", C::FAILED_PRECONDITION, "draft before open and prompt");
@@ -469,11 +499,14 @@ class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::Verif
       return Reject("out_of_order", C::INVALID_ARGUMENT,
                     absl::StrCat("round ", d.round(), " out of order (expected ", last_round_ + 1, ")"));
     }
-    if (d.committed_length() != verifier_->committed().size()) {
+    // The edge counts the context it sends (tokens it committed without a verdict) as committed.
+    const int m = d.context_ids_size();
+    if (d.committed_length() != verifier_->committed().size() + m) {
       return Reject("committed_mismatch", C::FAILED_PRECONDITION,
                     absl::StrCat("the edge holds ", d.committed_length(),
                                  " committed tokens but the session has ",
-                                 verifier_->committed().size()));
+                                 verifier_->committed().size(),
+                                 m > 0 ? absl::StrCat(" and ", m, " context tokens") : ""));
     }
     if (d.has_hidden() != (split_layer_ > 0)) {
       return Reject("bad_hidden", C::INVALID_ARGUMENT,
@@ -489,13 +522,7 @@ class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::Verif
                                  limit));
     }
     const int vocab = service_->model().config().vocab_size;
-    for (int i = 0; i < n; ++i) {
-      if (d.token_ids(i) < 0 || d.token_ids(i) >= vocab) {
-        return Reject("bad_token", C::INVALID_ARGUMENT,
-                      absl::StrCat("draft token id ", d.token_ids(i), " at index ", i,
-                                   " is outside the vocabulary [0, ", vocab, ")"));
-      }
-    }
+    if (grpc::Status s = CheckIds(d.token_ids(), "draft", "bad_token"); !s.ok()) return s;
     if (tree) {
       if (d.parents_size() != n) {
         return Reject("bad_tree", C::INVALID_ARGUMENT,
@@ -509,11 +536,15 @@ class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::Verif
         }
       }
     }
-    if (n > verifier_->Room()) {
+    if (m > 0) {
+      if (grpc::Status s = CheckContext(d, tree); !s.ok()) return s;
+    }
+    if (n > verifier_->Room() - m) {
       return Reject("context_full", C::RESOURCE_EXHAUSTED,
                     absl::StrCat("context full: ", n, " drafts and the next token do not fit in ",
-                                 std::max(0, verifier_->Room()), " positions"));
+                                 std::max(0, verifier_->Room() - m), " positions"));
     }
+    context_ids_.assign(d.context_ids().begin(), d.context_ids().end());
     drafts_.assign(d.token_ids().begin(), d.token_ids().end());
     parents_.assign(d.parents().begin(), d.parents().end());
     probs_ = spec::DraftProbs{};
@@ -561,7 +592,7 @@ class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::Verif
         [this, tree](model::Engine& engine) {
           const double start = MonotonicSeconds();
           absl::StatusOr<spec::VerifyResult> r =
-              verifier_->VerifyRound(engine, drafts_, parents_, probs_, nullptr, states_);
+              verifier_->VerifyRound(engine, drafts_, parents_, probs_, nullptr, states_, context_ids_);
           if (!r.ok()) {
             const char* reason = absl::IsResourceExhausted(r.status()) ? "context_full"
                                  : absl::IsInvalidArgument(r.status()) ? "bad_probs"
@@ -570,13 +601,18 @@ class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::Verif
             return net::ToGrpcStatus(r.status());
           }
           const int accepted = static_cast<int>(r->path.size());
+          const int pass_positions = static_cast<int>(drafts_.size() + context_ids_.size()) + 1;
           service_->cost_model().Observe(service_->model().config().n_layers - split_layer_,
-                                         static_cast<int>(drafts_.size()) + 1,
+                                         pass_positions, pass_positions,
                                          MonotonicSeconds() - start, start - task_queued_at_);
+          const int context = static_cast<int>(context_ids_.size());
           service_->CountRound(static_cast<int>(drafts_.size()), accepted);
+          // The context is committed, not verified: it counts in the pass, not as drafts.
           service_->metrics().CountVerify(static_cast<int>(drafts_.size()), accepted,
                                           MonotonicSeconds() - start,
-                                          static_cast<int>(drafts_.size()) + 1);
+                                          static_cast<int>(drafts_.size()) + context + 1);
+          service_->metrics().CountContext(context);
+          context_tokens_ += context;
           service_->metrics().CountGenerated(false, accepted + 1);
           rounds_++;
           draft_tokens_ += static_cast<int64_t>(drafts_.size());
@@ -619,7 +655,7 @@ class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::Verif
           absl::StatusOr<spec::VerifyResult> r = verifier_->VerifyRound(engine, {}, {}, {});
           if (!r.ok()) return net::ToGrpcStatus(r.status());
           const double end = MonotonicSeconds();
-          service_->cost_model().Observe(service_->model().config().n_layers, 1,
+          service_->cost_model().Observe(service_->model().config().n_layers, 1, 1,
                                          end - task_started_at_, task_started_at_ - task_queued_at_);
           step_micros_ = static_cast<uint64_t>((end - task_queued_at_) * 1e6);
           const int32_t t = r->next_token;
@@ -696,12 +732,13 @@ class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::Verif
   bool decode_done_ = false, sent_done_ = false;
   double prompt_at_ = 0, last_token_at_ = 0;
   // Statistics for the log line.
-  int64_t rounds_ = 0, draft_tokens_ = 0, accepted_ = 0, generated_ = 0;
+  int64_t rounds_ = 0, draft_tokens_ = 0, accepted_ = 0, generated_ = 0, context_tokens_ = 0;
   uint64_t bytes_up_ = 0, bytes_down_ = 0;
 
   // Engine-side state: the task in flight owns it.
   std::unique_ptr<spec::TargetVerifier> verifier_;
   std::vector<int32_t> prompt_, drafts_, parents_;
+  std::vector<int32_t> context_ids_;  // the uncertain policy's context ids of the current round
   std::vector<float> full_;
   std::vector<float> states_;  // split mode: the decoded hidden states of the current message
   int split_layer_ = 0;        // split mode: the verifier runs layers [split_layer_, N)

@@ -17,6 +17,7 @@
 #include "common/util/clock.h"
 #include "common/util/status_macros.h"
 #include "edge/split_runner.h"
+#include "edge/uncertain.h"
 #include "edge/verifier_stream.h"
 
 namespace tandem::edge {
@@ -65,7 +66,23 @@ void AddDraftProbs(std::span<const float> rows, int n, int vocab, v1::DraftProbs
   }
 }
 
+// Brings `channel` to READY: true once there, false at a connection failure or the deadline.
+bool WaitReady(grpc::Channel* channel, double timeout_s) {
+  const auto deadline = std::chrono::system_clock::now() +
+                        std::chrono::microseconds(static_cast<int64_t>(timeout_s * 1e6));
+  grpc_connectivity_state state = channel->GetState(true);
+  while (state != GRPC_CHANNEL_READY) {
+    if (state == GRPC_CHANNEL_TRANSIENT_FAILURE || state == GRPC_CHANNEL_SHUTDOWN) return false;
+    if (!channel->WaitForStateChange(state, deadline)) return false;
+    state = channel->GetState(true);
+  }
+  return true;
+}
+
 }  // namespace
+
+// In cloud sessions the scheduler re-decides after this many streamed tokens.
+constexpr int kCloudRedecideTokens = 8;
 
 // One Generate call: the committed tokens, the current session stream (if any), and the outage
 // bookkeeping. Every committed token goes through Commit, so none is emitted twice.
@@ -86,6 +103,7 @@ class EdgeGenerator::Run {
         scheduled_(g.scheduler_ != nullptr),
         gen_start_(MonotonicSeconds()) {
     if (scheduled_) cfg_ = g.scheduler_->current();
+    synced_ = *stats;
   }
 
   ~Run() {
@@ -93,6 +111,7 @@ class EdgeGenerator::Run {
     stats_->bytes_up += counters_.bytes_up;
     stats_->bytes_down += counters_.bytes_down;
     if (scheduled_) stats_->final_config = cfg_.Name();
+    SyncMetrics();
   }
 
   absl::Status Go();
@@ -134,6 +153,10 @@ class EdgeGenerator::Run {
     if (o_.on_debug) o_.on_debug(line);
   }
   void Trace(int tokens, int64_t up, int64_t down);
+  // The configuration in use (the scheduler's, else the options').
+  RunConfig CurrentConfig() const;
+  // Brings EdgeOptions::metrics up to date (counters by what changed since the last call).
+  void SyncMetrics();
 
   EdgeGenerator& g_;
   const EdgeOptions& o_;
@@ -170,7 +193,35 @@ class EdgeGenerator::Run {
   const bool scheduled_;
   RunConfig cfg_;           // scheduled: the configuration in use (or for the next session)
   const double gen_start_;
+  int decided_at_ = 0;         // generated_ at the last in-session decision
+  EdgeStats synced_;           // what the metrics have counted so far (SyncMetrics)
+  int64_t counted_up_ = 0, counted_down_ = 0;  // of counters_, in the metrics
+  std::optional<RunConfig> metrics_config_;  // the configuration the metrics show
 };
+
+void EdgeGenerator::Run::SyncMetrics() {
+  EdgeMetrics* metrics = o_.metrics.get();
+  if (metrics == nullptr) return;
+  EdgeStats now = *stats_;
+  // This run's bytes reach the stats only when it ends: count them from the stream counters.
+  now.bytes_up = synced_.bytes_up + (counters_.bytes_up - counted_up_);
+  now.bytes_down = synced_.bytes_down + (counters_.bytes_down - counted_down_);
+  counted_up_ = counters_.bytes_up;
+  counted_down_ = counters_.bytes_down;
+  metrics->AddStats(synced_, now);
+  synced_ = now;
+  if (live_ == nullptr) return;
+  const Measurements m = live_->Snapshot(max_new_ - generated_, static_cast<int>(committed_.size()));
+  metrics->SetMeasurements(m);
+  std::optional<RunConfig> config;
+  if (!local_active_) config = CurrentConfig();
+  if (config != metrics_config_) {
+    metrics_config_ = config;
+    const double predicted =
+        config && g_.scheduler_ != nullptr ? g_.scheduler_->Predict(*config, m).tokens_per_s : 0.0;
+    metrics->SetConfig(config ? &*config : nullptr, predicted);
+  }
+}
 
 EdgeMode EdgeGenerator::Run::WantedMode() const {
   if (!scheduled_) return o_.mode == EdgeMode::kAuto ? EdgeMode::kSpec : o_.mode;
@@ -192,6 +243,8 @@ void EdgeGenerator::Run::Redecide(bool in_session) {
   std::string why;
   const RunConfig before = cfg_;
   cfg_ = g_.scheduler_->Decide(m, &why);
+
+
   if (!why.empty()) {
     stats_->config_changes++;
     Debug(why);
@@ -213,20 +266,24 @@ void EdgeGenerator::Run::Retire() {
   g_.closing_.push_back(std::move(stream_));
 }
 
+RunConfig EdgeGenerator::Run::CurrentConfig() const {
+  if (scheduled_) return cfg_;
+  RunConfig c;
+  c.mode = session_mode_ == EdgeMode::kCloud   ? RunMode::kCloud
+           : session_mode_ == EdgeMode::kSplit ? RunMode::kSplit
+                                               : RunMode::kSpec;
+  c.gamma = c.mode == RunMode::kCloud ? 0 : o_.spec_tokens;
+  c.split_layer = c.mode == RunMode::kSplit ? o_.split_layer : 0;
+  c.codec = o_.codec;
+  return c;
+}
+
 void EdgeGenerator::Run::Trace(int tokens, int64_t up, int64_t down) {
+  SyncMetrics();
   if (!o_.on_round) return;
   RoundTrace t;
   t.t_s = MonotonicSeconds() - gen_start_;
-  if (scheduled_) {
-    t.config = cfg_;
-  } else {
-    t.config.mode = session_mode_ == EdgeMode::kCloud   ? RunMode::kCloud
-                    : session_mode_ == EdgeMode::kSplit ? RunMode::kSplit
-                                                        : RunMode::kSpec;
-    t.config.gamma = o_.spec_tokens;
-    t.config.split_layer = o_.split_layer;
-    t.config.codec = o_.codec;
-  }
+  t.config = CurrentConfig();
   t.tokens = tokens;
   t.bytes_up = up;
   t.bytes_down = down;
@@ -300,7 +357,10 @@ absl::Status EdgeGenerator::Run::Go() {
     if (!network.ok()) {
       stream_.reset();
       RETURN_IF_ERROR(OnFailure(network, true));
-    } else if (scheduled_ && !Done()) {
+    } else if (scheduled_ && !Done() &&
+               (session_mode_ != EdgeMode::kCloud || generated_ - decided_at_ >= kCloudRedecideTokens)) {
+      // Streamed cloud tokens come fast and change little: re-decide every few of them.
+      decided_at_ = generated_;
       Redecide(true);
     }
   }
@@ -365,14 +425,18 @@ absl::Status EdgeGenerator::Run::Connect() {
                                MonotonicSeconds() - t0);
     }
   }
+  // The connection first (TCP, HTTP/2, TLS: several round trips on a new channel), so that the
+  // open below times one round trip. A refused or failing connection falls through to Open,
+  // which reports it.
+  const bool ready = WaitReady(g_.channel_.get(), timeout);
   const int64_t down0 = counters_.bytes_down;
   const double open_start = MonotonicSeconds();
   RETURN_IF_ERROR(stream->Open(open, committed_, timeout, &opened,
                                mode == EdgeMode::kSplit ? &prompt_states : nullptr));
-  if (live_ != nullptr) {
+  if (live_ != nullptr && ready) {
     // The open's round trip (the prompt that follows it is not waited for).
     live_->ObserveRound(static_cast<int64_t>(open.ByteSizeLong()) + 3, counters_.bytes_down - down0,
-                        MonotonicSeconds() - open_start, 0.0);
+                        MonotonicSeconds() - open_start, opened.setup_micros() * 1e-6);
     live_->ObserveVerifier(opened.model());
   }
   const v1::ModelInfo& info = opened.model();
@@ -470,10 +534,23 @@ absl::Status EdgeGenerator::Run::LocalStep() {
   local_run_++;
   local_since_attempt_++;
   Commit(next.tokens[0], &stats_->tokens_local_fallback);
+  SyncMetrics();
   return absl::OkStatus();
 }
 
 absl::Status EdgeGenerator::Run::SpecStep(absl::Status* network) {
+  // The uncertain policy (edge/uncertain.h): confident drafts are committed now, unverified, and
+  // go up as this round's context. Here the verifier holds exactly committed_[0, verified_end).
+  const size_t verified_end = committed_.size();
+  if (UncertainApplies(o_, g_.drafter_, Splitting())) {
+    RETURN_IF_ERROR(CommitConfidentDrafts(
+                        *g_.drafter_, committed_, o_.uncertain_threshold,
+                        std::min(UnverifiedRunLimit(o_), Room()),
+                        [&](int32_t t) { return Commit(t, &stats_->tokens_unverified); },
+                        &stats_->draft_seconds)
+                        .status());
+    if (Done()) return absl::OkStatus();  // the unsent context is needed by no verdict
+  }
   const int room = Room();
   if (room < 0) {  // the verifier's context is full
     ended_ = true;
@@ -484,6 +561,7 @@ absl::Status EdgeGenerator::Run::SpecStep(absl::Status* network) {
   const bool tree = o_.tree.has_value() && g_.drafter_ != nullptr;
   spec::DraftTree nodes;  // nodes[0] = the last committed token
   spec::Draft chain;
+  std::optional<v1::HiddenStates> self_states;  // split self-drafting: the round's states, pending
   double t0 = MonotonicSeconds();
   if (tree) {
     int limit = std::min(room, remaining - 1);
@@ -515,7 +593,14 @@ absl::Status EdgeGenerator::Run::SpecStep(absl::Status* network) {
     if (opened_.limits().max_draft_tokens() > 0) {
       gamma = std::min(gamma, static_cast<int>(opened_.limits().max_draft_tokens()));
     }
-    if (g_.drafter_ != nullptr && gamma > 0) {
+    if (Splitting() && o_.split_self_draft && o_.sampler.temperature <= 0) {
+      // The drafts come from the layer-k states this round sends anyway (early exit), so their
+      // layers [0, k) run once.
+      split_->set_codec(scheduled_ ? cfg_.codec : o_.codec);
+      self_states.emplace();
+      RETURN_IF_ERROR(split_->DraftRound(committed_.back(), std::max(0, gamma), &chain.tokens,
+                                         &*self_states));
+    } else if (g_.drafter_ != nullptr && gamma > 0) {
       RETURN_IF_ERROR(g_.drafter_->Propose(committed_, gamma, &chain));
       if (static_cast<int>(chain.tokens.size()) > gamma) chain.tokens.resize(gamma);
     }
@@ -531,6 +616,7 @@ absl::Status EdgeGenerator::Run::SpecStep(absl::Status* network) {
     v1::DraftRound* d = out.mutable_draft();
     d->set_round(round_ + 1);
     d->set_committed_length(static_cast<uint32_t>(committed_.size()));
+    d->mutable_context_ids()->Add(committed_.begin() + verified_end, committed_.end());
     d->mutable_token_ids()->Add(nodes.tokens.begin() + 1, nodes.tokens.begin() + 1 + k);
     if (tree) {
       for (int i = 1; i <= k; ++i) d->add_parents(nodes.parents[i] - 1);  // root -> -1
@@ -544,6 +630,11 @@ absl::Status EdgeGenerator::Run::SpecStep(absl::Status* network) {
   double edge_seconds = 0;
   auto attach = [&](int k) -> absl::Status {
     if (!Splitting()) return absl::OkStatus();
+    if (self_states.has_value()) {  // DraftRound ran this round already
+      *out.mutable_draft()->mutable_hidden() = std::move(*self_states);
+      self_states.reset();
+      return absl::OkStatus();
+    }
     const double a0 = MonotonicSeconds();
     absl::Cleanup timed = [&] { edge_seconds += MonotonicSeconds() - a0; };
     std::vector<int32_t> parents;
@@ -639,7 +730,7 @@ absl::Status EdgeGenerator::Run::SpecStep(absl::Status* network) {
   if (live_ != nullptr) {
     live_->ObserveRound(up, down, wall, compute);
     const int k = Splitting() ? split_->k() : 0;
-    live_->ObserveCloudPass(static_cast<int>(opened_.model().n_layers()) - k, n + 1, compute);
+    live_->ObserveCloudPass(static_cast<int>(opened_.model().n_layers()) - k, n + 1, n + 1, compute);
     if (!tree) live_->ObserveAcceptance(n, static_cast<int>(v.accepted()));
     if (n > 0 && g_.drafter_ != nullptr) live_->ObserveDraft(n, draft_seconds);
     if (k > 0) {
@@ -680,7 +771,7 @@ absl::Status EdgeGenerator::Run::CloudStep(absl::Status* network) {
     stats_->rtt_seconds += std::max(0.0, MonotonicSeconds() - session_start_ - compute);
   }
   if (live_ != nullptr && t.token_ids_size() > 0) {
-    live_->ObserveCloudPass(static_cast<int>(opened_.model().n_layers()), 1,
+    live_->ObserveCloudPass(static_cast<int>(opened_.model().n_layers()), 1, 1,
                             compute / t.token_ids_size());
   }
   const int64_t before = generated_;
@@ -708,6 +799,7 @@ absl::Status EdgeGenerator::Generate(std::span<const int32_t> prompt, int max_ne
                                      EdgeStats* stats) {
   if (prompt.empty()) return absl::InvalidArgumentError("empty prompt (it needs at least BOS)");
   if (max_new_tokens <= 0) return absl::OkStatus();
+  RETURN_IF_ERROR(CheckUncertainOptions(options_));
   const EdgeMode mode = options_.mode;
   if (mode == EdgeMode::kLocal || (mode == EdgeMode::kAuto && channel_ == nullptr)) {
     spec::SpecOptions o;

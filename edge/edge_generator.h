@@ -8,7 +8,10 @@
 //           compressed states instead of the prompt's ids; exact with the f32 codec. Strict like
 //           kSpec (retries within the deadline, never falls back).
 //   kLocal  the edge's own model alone, no network.
-//   kAuto   kSpec while the verifier is reachable. When it is not (at the start, or it goes away
+//   kAuto   with EdgeOptions::scheduler: the scheduler picks spec (draft length), split (layer,
+//           codec) or cloud every round from live measurements (see scheduler.h,
+//           live_measurements.h); without it, kSpec. In both, while the verifier is reachable.
+//           When it is not (at the start, or it goes away
 //           mid-generation) the edge warns, continues with its local model, keeps trying to
 //           reconnect with backoff between local tokens, and resumes kSpec by replaying the
 //           accepted prefix (local tokens included).
@@ -49,6 +52,7 @@
 #include "common/model/sampler.h"
 #include "common/spec/drafter.h"
 #include "edge/connection.h"
+#include "edge/edge_metrics.h"
 #include "edge/live_measurements.h"
 #include "edge/scheduler.h"
 #include "edge/verifier_stream.h"
@@ -81,6 +85,10 @@ struct EdgeOptions {
   // target model) and sends the layer-k states, encoded with `codec`; the prompt's ids stay here.
   int split_layer = 0;
   codec::CodecSpec codec;
+  // Split rounds (kSplit, and kAuto's): draft greedy chains by early exit on the edge's own
+  // layer-k states (SplitRunner::DraftRound) instead of with `drafter`, so each draft's layers
+  // [0, k) run once and are sent as they are. Greedy only (sampling uses `drafter`).
+  bool split_self_draft = false;
 
   double reply_timeout_s = 30;   // longest wait for one verifier reply; longer = an outage
   // kAuto: the longest one connection attempt may take (it holds up local tokens meanwhile; a
@@ -111,6 +119,8 @@ struct EdgeOptions {
   double uncertain_threshold = 0;
   // Debug lines (one per scheduler change, with its reason). Null: dropped.
   std::function<void(const std::string&)> on_debug;
+  // Updated after every round when set (serve its registry, or render it at the end).
+  std::shared_ptr<EdgeMetrics> metrics;
   // Called after every round (spec/split verdict, cloud token batch) with what was decided and
   // measured; for benchmarks and timelines. Null: not called.
   std::function<void(const RoundTrace&)> on_round;

@@ -4,14 +4,15 @@
 //       [--max-tokens N] [--temperature X] [--top-k K] [--top-p P] [--seed S]
 //       [--mode auto|spec|cloud|local|split]                (default auto)
 //       [--split-layer K|auto] [--codec f32|f16|bf16|int8|int4[+zstd]]   (split mode)
+//       [--split-self-draft]      (split rounds draft by early exit on the edge's layer-K states)
 //       [--allowed-modes spec,cloud,split,local] [--min-split-layer K] [--max-edge-layers L]
 //       [--objective latency|cloud-cost] [--codecs f32,int8] [--max-spec-tokens G]
 //       [--prior-acceptance P] [--verbose]                   (the scheduler: auto mode)
 //       [--draft-model F | --draft early-exit:K | --draft ngram:N]
-//       [--spec-tokens G|auto] [--tree static:K,D|dynamic:N]
+//       [--spec-tokens G|auto] [--tree static:K,D|dynamic:N] [--uncertain-threshold P]
 //       [--tls-ca F [--tls-cert F --tls-key F] [--tls-server-name NAME]]
 //       [--auth-token-file F] [--retry-deadline-s S] [--timeout-s S] [--connect-timeout-s S]
-//       [--stats-json F]
+//       [--stats-json F] [--metrics-listen HOST:PORT [--metrics-port-file F]] [--metrics-file F]
 //
 // Modes (see edge/edge_generator.h):
 //   spec   the edge drafts (chains, or trees with --tree), the verifier verifies; exact.
@@ -27,6 +28,9 @@
 //          background and resuming when the verifier is back.
 //   split with --split-layer auto: the scheduler picks the layer (min/max from
 //          --min-split-layer, --max-edge-layers) and the codec among --codecs (default --codec).
+// --uncertain-threshold P (spec/auto, chains; default 0 = off): drafts whose draft probability is
+// at least P are committed without waiting for a verdict and reach the verifier later as context.
+// Lossy: the text may differ from the target's (see edge/uncertain.h).
 // In spec, split and cloud, an outage is retried (backoff, resumed on a new session) for up to
 // --retry-deadline-s (default 10), then the run fails. Refused credentials (UNAUTHENTICATED,
 // PERMISSION_DENIED, TLS/certificate failures), a model or vocabulary mismatch and bad requests
@@ -43,8 +47,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "common/obs/metrics.h"
 #include "common/util/flags.h"
 #include "edge/edge_generator.h"
+#include "edge/uncertain.h"
 
 namespace {
 
@@ -76,7 +82,7 @@ void WriteStatsJson(const std::string& path, edge::EdgeMode mode, size_t prompt_
   std::ofstream js(path, std::ios::trunc);
   js << absl::StrFormat(
       "{\n  \"mode\": \"%s\",\n  \"prompt_tokens\": %d,\n  \"generated_tokens\": %d,\n"
-      "  \"tokens_verified\": %d,\n  \"tokens_from_cloud\": %d,\n"
+      "  \"tokens_verified\": %d,\n  \"tokens_unverified\": %d,\n  \"tokens_from_cloud\": %d,\n"
       "  \"tokens_local_fallback\": %d,\n  \"round_trips\": %d,\n  \"target_passes\": %d,\n"
       "  \"sessions\": %d,\n  \"reconnects\": %d,\n  \"fallbacks\": %d,\n"
       "  \"bytes_up\": %d,\n  \"bytes_down\": %d,\n"
@@ -85,7 +91,7 @@ void WriteStatsJson(const std::string& path, edge::EdgeMode mode, size_t prompt_
       "  \"draft_tokens\": %d,\n  \"accepted_tokens\": %d,\n"
       "  \"config_changes\": %d,\n  \"session_switches\": %d,\n  \"final_config\": \"%s\"\n}\n",
       edge::EdgeModeName(mode), prompt_tokens, s.generated_tokens, s.tokens_verified,
-      s.tokens_from_cloud, s.tokens_local_fallback, s.round_trips, s.target_passes, s.sessions,
+      s.tokens_unverified, s.tokens_from_cloud, s.tokens_local_fallback, s.round_trips, s.target_passes, s.sessions,
       s.reconnects, s.fallbacks, s.bytes_up, s.bytes_down, s.MeanRttSeconds(), s.rtt_seconds,
       s.cloud_compute_seconds, s.draft_seconds, s.draft_tokens, s.accepted_tokens,
       s.config_changes, s.session_switches, s.final_config);
@@ -98,8 +104,9 @@ int Generate(const std::vector<std::string>& args) {
              "timeout-s", "connect-timeout-s", "retry-deadline-s", "tls-ca", "tls-cert",
              "tls-key", "tls-server-name", "auth-token-file", "split-layer", "codec",
              "allowed-modes", "min-split-layer", "max-edge-layers", "objective", "codecs",
-             "max-spec-tokens", "prior-acceptance"},
-      {"verbose"});
+             "max-spec-tokens", "prior-acceptance", "uncertain-threshold", "metrics-listen",
+             "metrics-port-file", "metrics-file"},
+      {"verbose", "split-self-draft"});
   if (!flags.ok()) return Fail(flags.status());
   if (!flags->Has("model")) return Fail(absl::InvalidArgumentError("--model FILE is required"));
   if (flags->Has("draft-model") && flags->Has("draft")) {
@@ -126,10 +133,11 @@ int Generate(const std::vector<std::string>& args) {
   auto timeout = flags->Double("timeout-s", 30.0);
   auto connect_timeout = flags->Double("connect-timeout-s", 1.0);
   auto retry_deadline = flags->Double("retry-deadline-s", 10.0);
+  auto uncertain = flags->Double("uncertain-threshold", 0.0);
   for (const absl::Status& s :
        {max_tokens.status(), gamma.status(), top_k.status(), temperature.status(),
         top_p.status(), seed.status(), timeout.status(), connect_timeout.status(),
-        retry_deadline.status()}) {
+        retry_deadline.status(), uncertain.status()}) {
     if (!s.ok()) return Fail(s);
   }
   if (*timeout <= 0 || *connect_timeout <= 0 || *retry_deadline < 0) {
@@ -144,6 +152,7 @@ int Generate(const std::vector<std::string>& args) {
   o.reply_timeout_s = *timeout;
   o.connect_timeout_s = *connect_timeout;
   o.retry_deadline_s = *retry_deadline;
+  o.uncertain_threshold = *uncertain;
   if (absl::Status s = model::ValidateSamplerOptions(o.sampler); !s.ok()) return Fail(s);
   if (o.mode == edge::EdgeMode::kSplit) {
     if (!flags->Has("split-layer")) {
@@ -216,11 +225,18 @@ int Generate(const std::vector<std::string>& args) {
       }
     }
   }
+  if (flags->Has("split-self-draft")) {
+    if (o.mode != edge::EdgeMode::kSplit && o.mode != edge::EdgeMode::kAuto) {
+      return Fail(absl::InvalidArgumentError("--split-self-draft is for --mode split or auto"));
+    }
+    o.split_self_draft = true;
+  }
   if (flags->Has("tree")) {
     absl::StatusOr<spec::TreeShape> tree = spec::ParseTreeShape(flags->String("tree"));
     if (!tree.ok()) return Fail(tree.status());
     o.tree = *tree;
   }
+  if (absl::Status s = edge::CheckUncertainOptions(o); !s.ok()) return Fail(s);
   if (flags->Has("auth-token-file")) {
     absl::StatusOr<std::string> token = edge::ReadAuthTokenFile(flags->String("auth-token-file"));
     if (!token.ok()) return Fail(token.status());
@@ -272,6 +288,21 @@ int Generate(const std::vector<std::string>& args) {
     if (!dr.ok()) return Fail(dr.status());
     drafter = std::move(*dr);
   }
+  // Edge metrics: served while generating (--metrics-listen), written at the end (--metrics-file).
+  std::unique_ptr<obs::MetricsEndpoint> endpoint;
+  if (flags->Has("metrics-listen") || flags->Has("metrics-file")) {
+    o.metrics = std::make_shared<edge::EdgeMetrics>();
+  }
+  if (flags->Has("metrics-listen")) {
+    auto ep = obs::MetricsEndpoint::Start(flags->String("metrics-listen"));
+    if (!ep.ok()) return Fail(ep.status());
+    endpoint = std::move(*ep);
+    endpoint->Register(o.metrics->registry());
+    if (flags->Has("metrics-port-file")) {
+      std::ofstream pf(flags->String("metrics-port-file"), std::ios::trunc);
+      pf << endpoint->port() << "\n";
+    }
+  }
   edge::EdgeGenerator gen(**local, drafter.get(), channel, o);
   const model::Vocab& vocab = (*local)->vocab();
   std::vector<int32_t> prompt = vocab.Encode(flags->String("prompt"), true);
@@ -283,13 +314,18 @@ int Generate(const std::vector<std::string>& args) {
                                 &stats);
   std::printf("\n");
   std::fflush(stdout);
+  if (flags->Has("metrics-file")) {
+    std::ofstream mf(flags->String("metrics-file"), std::ios::trunc);
+    mf << obs::RenderText(*o.metrics->registry());
+  }
   if (flags->Has("stats-json")) WriteStatsJson(flags->String("stats-json"), o.mode, prompt.size(), stats);
   if (!s.ok()) return Fail(s);
   std::fprintf(stderr,
-               "tandem-edge: %lld tokens (%lld verified, %lld from the cloud, %lld local), %lld "
-               "round trips, %lld reconnects, %lld bytes up, %lld down\n",
+               "tandem-edge: %lld tokens (%lld verified, %lld unverified, %lld from the cloud, %lld "
+               "local), %lld round trips, %lld reconnects, %lld bytes up, %lld down\n",
                static_cast<long long>(stats.generated_tokens),
                static_cast<long long>(stats.tokens_verified),
+               static_cast<long long>(stats.tokens_unverified),
                static_cast<long long>(stats.tokens_from_cloud),
                static_cast<long long>(stats.tokens_local_fallback),
                static_cast<long long>(stats.round_trips), static_cast<long long>(stats.reconnects),

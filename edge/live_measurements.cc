@@ -78,6 +78,11 @@ void LiveMeasurements::ObserveVerifier(const v1::ModelInfo& info) {
                                       std::max(0.0, info.cost().queue_micros_mean()) * 1e-6 /
                                           std::max(1, cloud_layers_));
     cloud_per_pos_s_ = std::max(0.0, info.cost().layer_micros_per_position() * 1e-6);
+    if (std::isfinite(info.cost().head_micros_base()) &&
+        std::isfinite(info.cost().head_micros_per_position())) {
+      cloud_head_base_s_ = std::max(0.0, info.cost().head_micros_base() * 1e-6);
+      cloud_head_per_pos_s_ = std::max(0.0, info.cost().head_micros_per_position() * 1e-6);
+    }
     if (!verifier_known_) cloud_scale_ = 1.0;
   }
   verifier_known_ = true;
@@ -100,9 +105,11 @@ void LiveMeasurements::ObserveAcceptance(int drafted, int accepted) {
   }
 }
 
-void LiveMeasurements::ObserveCloudPass(int layers, int positions, double remote_s) {
+void LiveMeasurements::ObserveCloudPass(int layers, int positions, int head_positions,
+                                        double remote_s) {
   if (layers <= 0 || positions <= 0 || !(remote_s > 0) || !std::isfinite(remote_s)) return;
-  const double predicted = layers * (cloud_base_s_ + positions * cloud_per_pos_s_);
+  const double predicted = layers * (cloud_base_s_ + positions * cloud_per_pos_s_) +
+                           (head_positions > 0 ? cloud_head_base_s_ + head_positions * cloud_head_per_pos_s_ : 0.0);
   if (predicted <= 0) return;
   cloud_scale_ = std::clamp((1 - kEwma) * cloud_scale_ + kEwma * (remote_s / predicted), 0.05, 100.0);
 }
@@ -139,6 +146,8 @@ Measurements LiveMeasurements::Snapshot(int remaining_tokens, int context_tokens
   m.edge_layer_s_per_position = edge_layer_per_pos_s_;
   m.cloud_layer_s_base = cloud_base_s_ * cloud_scale_;
   m.cloud_layer_s_per_position = cloud_per_pos_s_ * cloud_scale_;
+  m.cloud_head_s_base = cloud_head_base_s_ * cloud_scale_;
+  m.cloud_head_s_per_position = cloud_head_per_pos_s_ * cloud_scale_;
   m.acceptance.resize(reached_.size());
   for (size_t i = 0; i < reached_.size(); ++i) {
     m.acceptance[i] = (accepted_[i] + kPriorWeight * prior_acceptance_) / (reached_[i] + kPriorWeight);

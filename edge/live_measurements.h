@@ -33,8 +33,8 @@ class LiveMeasurements {
   // A chain round's outcome: `drafted` drafts, of which the first `accepted` were accepted.
   void ObserveAcceptance(int drafted, int accepted);
   // The verifier took `remote_s` (queueing included) for `layers` layers over `positions`
-  // positions: scales its advertised cost.
-  void ObserveCloudPass(int layers, int positions, double remote_s);
+  // positions, logits for `head_positions` of them: scales its advertised cost.
+  void ObserveCloudPass(int layers, int positions, int head_positions, double remote_s);
   void ObserveDraft(int tokens, double seconds);
   void ObserveEdgeLayers(int layers, int positions, double seconds);
   void ObserveZstdRatio(int64_t raw_bytes, int64_t wire_bytes);
@@ -57,6 +57,7 @@ class LiveMeasurements {
   bool verifier_known_ = false;
   int cloud_layers_ = 0, cloud_dim_ = 0;
   double cloud_base_s_ = 2e-4, cloud_per_pos_s_ = 2e-5;
+  double cloud_head_base_s_ = 0, cloud_head_per_pos_s_ = 0;
   double cloud_scale_ = 1.0;  // observed / advertised
   double zstd_ratio_ = 0.9;
 };

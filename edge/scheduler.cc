@@ -50,7 +50,8 @@ Prediction Scheduler::Predict(const RunConfig& c, const Measurements& m) const {
   Prediction p;
   p.config = c;
   auto cloud = [&](int layers, int positions) {
-    return layers * (m.cloud_layer_s_base + positions * m.cloud_layer_s_per_position);
+    return layers * (m.cloud_layer_s_base + positions * m.cloud_layer_s_per_position) +
+           m.cloud_head_s_base + positions * m.cloud_head_s_per_position;
   };
   const double up_bps = std::max(m.up_bps, 1.0), down_bps = std::max(m.down_bps, 1.0);
   switch (c.mode) {

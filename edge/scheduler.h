@@ -12,7 +12,8 @@
 //   cloud     streaming: a token every cloud(N layers, 1 position) + rtt / remaining tokens
 //             (one round trip to start, none per token)
 //   local     a token every t_local
-// where edge(L layers, P positions) = L (edge_base + P edge_per_position), and cloud(...) alike.
+// where edge(L layers, P positions) = L (edge_base + P edge_per_position), and cloud(...) alike
+// plus the head over the positions that need logits (P in a verification pass, 1 when decoding).
 // tokens/s = E / T. With the objective `cloud_cost`, the configuration with the least cloud
 // compute per token wins among those within `cost_slack` of the best tokens/s.
 // Thread-safety: not thread-safe; one per generation loop.
@@ -71,6 +72,9 @@ struct Measurements {
   // Cloud compute, queueing included: a pass over L layers and P positions costs
   // L * (cloud_layer_s_base + P * cloud_layer_s_per_position).
   double cloud_layer_s_base = 2e-4, cloud_layer_s_per_position = 2e-5;
+  // Plus the final norm and classifier over the positions that need logits (all of a
+  // verification pass; one per cloud decoding step): head_base + H * head_per_position.
+  double cloud_head_s_base = 0, cloud_head_s_per_position = 0;
   // Acceptance of draft position i given all earlier ones were accepted.
   std::vector<double> acceptance = {0.7, 0.7, 0.7, 0.7, 0.7, 0.7, 0.7, 0.7};
   // Model shape.

@@ -1,7 +1,11 @@
 // The edge half of split mode (see split_runner.h).
 #include "edge/split_runner.h"
 
+#include <algorithm>
+#include <cmath>
+
 #include "absl/strings/str_cat.h"
+#include "common/model/sampler.h"
 #include "common/util/status_macros.h"
 
 namespace tandem::edge {
@@ -94,6 +98,79 @@ absl::Status SplitRunner::Round(int32_t root, std::span<const int32_t> drafts,
   RETURN_IF_ERROR(engine_.Forward(req, &cache_, &out_));
   round_base_ = base;
   return Encode(out_, out);
+}
+
+namespace {
+
+// The softmax probability of logits[top]: 1 / sum_i exp(logits[i] - logits[top]), with the
+// differences taken in float as spec::ModelDrafter does, so both report the same confidence.
+float SoftmaxAt(std::span<const float> logits, int32_t top) {
+  const float peak = logits[top];
+  double sum = 0;
+  for (float l : logits) sum += std::exp(static_cast<double>(l - peak));
+  return static_cast<float>(1.0 / sum);
+}
+
+}  // namespace
+
+absl::Status SplitRunner::DraftRound(int32_t root, int gamma, std::vector<int32_t>* drafts,
+                                     v1::HiddenStates* out, std::vector<float>* confidence) {
+  if (round_base_ >= 0) return absl::FailedPreconditionError("the previous round was not accepted");
+  if (gamma < 0) return absl::InvalidArgumentError(absl::StrCat("draft length ", gamma, " is negative"));
+  const model::ModelConfig& c = target_.config();
+  if (root < 0 || root >= c.vocab_size) {
+    return absl::InvalidArgumentError(absl::StrCat("root token id ", root,
+                                                   " is outside the vocabulary [0, ", c.vocab_size, ")"));
+  }
+  const int base = cache_.length();
+  const int room = cache_.capacity() - base;
+  if (room < 1) {
+    return absl::ResourceExhaustedError(absl::StrCat("KV cache full: ", base, " of ",
+                                                     cache_.capacity(),
+                                                     " positions used, no room for the root"));
+  }
+  // The root and every draft take a slot (each draft's state is sent), so at most room - 1 drafts.
+  gamma = std::min(gamma, room - 1);
+  drafts->clear();
+  if (confidence != nullptr) confidence->clear();
+  round_tokens_.assign(1, root);
+  round_parents_.clear();
+  out_.is_logits = false;
+  out_.rows = 0;
+  out_.cols = c.dim;
+  out_.data.clear();
+  out_.data.reserve(static_cast<size_t>(gamma + 1) * c.dim);
+  out_.hidden.clear();
+  model::ForwardRequest req;
+  req.layer_end = k_;
+  for (int i = 0; i <= gamma; ++i) {
+    const bool last = i == gamma;  // the last position's state is sent, but it drafts nothing
+    req.tokens = std::span<const int32_t>(&round_tokens_.back(), 1);
+    req.early_exit = !last;
+    req.return_hidden = !last;
+    req.logits = last ? model::LogitsMode::kNone : model::LogitsMode::kLast;
+    if (absl::Status s = engine_.Forward(req, &cache_, &step_); !s.ok()) {
+      cache_.Truncate(base).IgnoreError();  // cannot fail: base <= length
+      round_tokens_.clear();
+      return s;
+    }
+    // The layer-k state: pre-norm, the same values Round's LogitsMode::kNone pass returns.
+    const std::vector<float>& state = last ? step_.data : step_.hidden;
+    out_.data.insert(out_.data.end(), state.begin(), state.begin() + c.dim);
+    ++out_.rows;
+    if (last) break;
+    std::span<const float> logits = step_.Row(0);
+    const int32_t token = model::Argmax(logits);
+    if (confidence != nullptr) confidence->push_back(SoftmaxAt(logits, token));
+    drafts->push_back(token);
+    round_tokens_.push_back(token);
+  }
+  if (absl::Status s = Encode(out_, out); !s.ok()) {
+    cache_.Truncate(base).IgnoreError();
+    return s;
+  }
+  round_base_ = base;
+  return absl::OkStatus();
 }
 
 absl::Status SplitRunner::Accept(std::span<const int32_t> accepted_nodes) {

@@ -39,6 +39,24 @@ class SplitRunner {
   absl::Status Round(int32_t root, std::span<const int32_t> drafts,
                      std::span<const int32_t> parents, v1::HiddenStates* out);
 
+  // One round that drafts by itself: an early exit at layer k on this runner's own states. Runs
+  // the root, then each new draft, one position at a time through layers [0, k); the next draft
+  // is the argmax of the model's final norm + classifier over the layer-k state (greedy, as
+  // Engine's early_exit and spec::ModelDrafter with layers = k). So each draft's [0, k) work is
+  // done once and its state is the row sent. Up to `gamma` drafts (fewer when the cache has room
+  // for fewer than gamma + 1 positions; gamma = 0 sends the root alone) go to `drafts`, and `out`
+  // gets the pre-norm layer-k states of the root and the drafts (drafts + 1 rows) with the
+  // session's codec, as Round(root, *drafts, {}, out) would. The rows are Round's bit for bit
+  // when the model's matrices are block-quantized (Q8_0/Q4_0); with F32/F16 matrices they agree
+  // to float rounding only (~1e-6 relative), because the engine's dense kernels sum a batch of
+  // positions in another order than a single one. `confidence` (optional) gets each draft's
+  // softmax probability. Must be followed by Accept, which rolls back as after Round.
+  // Errors (nothing is modified, no round is pending): FailedPrecondition when a round is
+  // pending, InvalidArgument for gamma < 0 or a root outside the vocabulary, ResourceExhausted
+  // when the cache is full.
+  absl::Status DraftRound(int32_t root, int gamma, std::vector<int32_t>* drafts,
+                          v1::HiddenStates* out, std::vector<float>* confidence = nullptr);
+
   // After the verdict: keeps the root and the accepted draft nodes (indices into `drafts`, in
   // path order; for a chain, 0..accepted-1).
   absl::Status Accept(std::span<const int32_t> accepted_nodes);
@@ -62,6 +80,7 @@ class SplitRunner {
   model::Engine engine_;
   model::KvCache cache_;
   model::ForwardResult out_;
+  model::ForwardResult step_;  // DraftRound: one position's early-exit result
   int round_base_ = -1;  // cache length before the pending round; -1: no round pending
   std::vector<int32_t> round_tokens_, round_parents_;
   int64_t raw_bytes_ = 0, wire_bytes_ = 0;

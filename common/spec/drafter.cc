@@ -2,6 +2,7 @@
 #include "common/spec/drafter.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -55,9 +56,22 @@ absl::Status ModelDrafter::Sync(std::span<const int32_t> context) {
   return absl::OkStatus();
 }
 
+namespace {
+
+// softmax(logits)[argmax] = 1 / sum_i exp(logits[i] - logits[argmax]).
+float ArgmaxProbability(std::span<const float> logits, int32_t argmax) {
+  const float top = logits[argmax];
+  double sum = 0;
+  for (float l : logits) sum += std::exp(static_cast<double>(l - top));
+  return static_cast<float>(1.0 / sum);
+}
+
+}  // namespace
+
 absl::Status ModelDrafter::Propose(std::span<const int32_t> context, int max_tokens, Draft* out) {
   out->tokens.clear();
   out->probs.clear();
+  out->confidence.clear();
   if (context.empty()) return absl::InvalidArgumentError("empty context");
   // Room: the drafts themselves need cache slots, except the last one (never fed).
   max_tokens = std::min(max_tokens, cache_.capacity() - static_cast<int>(context.size()) + 1);
@@ -69,10 +83,12 @@ absl::Status ModelDrafter::Propose(std::span<const int32_t> context, int max_tok
     int32_t token;
     if (sampler_.greedy()) {
       token = model::Argmax(logits);
+      out->confidence.push_back(ArgmaxProbability(logits, token));
     } else {
       sampler_.Distribution(logits, &q);
       token = sampler_.SampleFrom(q);
       out->probs.insert(out->probs.end(), q.begin(), q.end());
+      out->confidence.push_back(q[token]);
     }
     out->tokens.push_back(token);
     if (i + 1 == max_tokens) break;
@@ -176,6 +192,7 @@ absl::Status ModelDrafter::ProposeTree(std::span<const int32_t> context, const T
 absl::Status NgramDrafter::Propose(std::span<const int32_t> context, int max_tokens, Draft* out) {
   out->tokens.clear();
   out->probs.clear();
+  out->confidence.clear();
   const int n = static_cast<int>(context.size());
   for (int len = std::min(max_ngram_, n - 1); len >= 1; --len) {
     // The suffix context[n - len, n) occurring earlier, ending before n - 1; most recent first.

@@ -38,6 +38,10 @@ struct Draft {
   // Optional: the distribution each token was drawn from (one vocabulary-wide row per token),
   // for lossless sampled verification. Empty for deterministic drafters (greedy, n-gram).
   std::vector<float> probs;
+  // Optional: the drafter's confidence in each token, the probability its own distribution gave
+  // it (greedy: the softmax probability of the argmax; sampling: q of the sampled token). The
+  // edge's `uncertain` policy reads it. Empty when the drafter has no distribution (n-gram).
+  std::vector<float> confidence;
 };
 
 class Drafter {

@@ -1,6 +1,7 @@
 // One sequence's target-side verification state (see target_verifier.h).
 #include "common/spec/target_verifier.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
@@ -77,10 +78,30 @@ absl::StatusOr<VerifyResult> TargetVerifier::VerifyRound(model::Engine& engine,
                                                          std::span<const int32_t> parents,
                                                          const DraftProbs& q,
                                                          model::ForwardResult* pass,
-                                                         std::span<const float> states) {
+                                                         std::span<const float> states,
+                                                         std::span<const int32_t> context) {
   if (committed_.empty()) return absl::FailedPreconditionError("no committed tokens yet");
   const int n = static_cast<int>(drafts.size());
-  if (n > Room()) {
+  const int m = static_cast<int>(context.size());
+  const int vocab = target_.config().vocab_size;
+  if (m > 0) {
+    if (layer_begin_ > 0) return absl::InvalidArgumentError("context ids are not for split mode");
+    if (!parents.empty()) return absl::InvalidArgumentError("context ids go with chains only");
+    for (int i = 0; i < m; ++i) {
+      if (context[i] < 0 || context[i] >= vocab) {
+        return absl::InvalidArgumentError(absl::StrCat("context token id ", context[i],
+                                                       " at index ", i,
+                                                       " is outside the vocabulary [0, ", vocab,
+                                                       ")"));
+      }
+    }
+    if (m > Room()) {
+      return absl::InvalidArgumentError(absl::StrCat("context of ", m, " tokens and the next ",
+                                                     "token do not fit in ", std::max(0, Room()),
+                                                     " positions"));
+    }
+  }
+  if (m + n > Room()) {
     return absl::ResourceExhaustedError(absl::StrCat("context full: ", n, " drafts and the next ",
                                                      "token do not fit in ", Room(), " positions"));
   }
@@ -91,10 +112,11 @@ absl::StatusOr<VerifyResult> TargetVerifier::VerifyRound(model::Engine& engine,
                                         " draft nodes (", n + 1, " rows)")
                          : std::string("states are for split mode"));
   }
-  // The tree: node 0 is the last committed token, drafts follow (parents shifted by one). In
-  // split mode the root's id may be unknown; it is never compared.
+  // The tree: node 0 is the last committed token (the last context token when there is
+  // context), drafts follow (parents shifted by one). In split mode the root's id may be
+  // unknown; it is never compared.
   DraftTree tree;
-  tree.tokens.push_back(std::max(0, committed_.back()));
+  tree.tokens.push_back(std::max(0, m > 0 ? context.back() : committed_.back()));
   tree.parents.push_back(-1);
   const bool chain = parents.empty();
   if (!chain && parents.size() != drafts.size()) {
@@ -105,7 +127,6 @@ absl::StatusOr<VerifyResult> TargetVerifier::VerifyRound(model::Engine& engine,
     tree.tokens.push_back(drafts[i]);
     tree.parents.push_back(chain ? i : parents[i] + 1);
   }
-  const int vocab = target_.config().vocab_size;
   RETURN_IF_ERROR(ValidateTree(tree, vocab, n + 1));
 
   // Draft probabilities are checked whether or not this round samples: they come from outside.
@@ -152,6 +173,11 @@ absl::StatusOr<VerifyResult> TargetVerifier::VerifyRound(model::Engine& engine,
   if (layer_begin_ > 0) {
     req.layer_begin = layer_begin_;
     req.hidden = states;
+  } else if (m > 0) {  // one chain: the last committed token, the context, the drafts
+    batch_.assign(1, committed_.back());
+    batch_.insert(batch_.end(), context.begin(), context.end());
+    batch_.insert(batch_.end(), drafts.begin(), drafts.end());
+    req.tokens = batch_;
   } else {
     req.tokens = tree.tokens;
   }
@@ -161,23 +187,28 @@ absl::StatusOr<VerifyResult> TargetVerifier::VerifyRound(model::Engine& engine,
   RETURN_IF_ERROR(engine.Forward(req, &cache_, &out));
   ++forward_passes_;
 
+  // The verification rows: the tree's root (the last context token, row m) and its nodes.
+  const int rows = n + 1;
+  const float* logits = out.data.data() + static_cast<size_t>(m) * out.cols;
   absl::StatusOr<VerifyResult> verdict;
   if (sampler_.greedy()) {
-    verdict = VerifyGreedy(tree, Rows{out.data.data(), out.rows, out.cols});
+    verdict = VerifyGreedy(tree, Rows{logits, rows, out.cols});
   } else {
-    p_rows_.resize(static_cast<size_t>(out.rows) * out.cols);
-    for (int r = 0; r < out.rows; ++r) {
-      sampler_.Distribution(out.Row(r), &p_);
+    p_rows_.resize(static_cast<size_t>(rows) * out.cols);
+    for (int r = 0; r < rows; ++r) {
+      sampler_.Distribution(out.Row(m + r), &p_);
       std::copy(p_.begin(), p_.end(), p_rows_.begin() + static_cast<size_t>(r) * out.cols);
     }
-    verdict = VerifySampled(tree, Rows{p_rows_.data(), out.rows, out.cols}, *qp, sampler_.rng());
+    verdict = VerifySampled(tree, Rows{p_rows_.data(), rows, out.cols}, *qp, sampler_.rng());
   }
   if (!verdict.ok()) {
     (void)cache_.Truncate(base);  // leave the sequence as it was
     return verdict.status();
   }
-  // Keep the committed prefix, the root and the accepted path; the next token is fed next round.
-  RETURN_IF_ERROR(cache_.KeepPath(base, verdict->path));
+  // Keep the committed prefix, the root, the context and the accepted path; the next token is
+  // fed next round.
+  RETURN_IF_ERROR(cache_.KeepPath(base + m, verdict->path));
+  committed_.insert(committed_.end(), context.begin(), context.end());
   for (int32_t token : verdict->Emitted(tree)) committed_.push_back(token);
   return verdict;
 }

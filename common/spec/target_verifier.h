@@ -43,10 +43,17 @@ class TargetVerifier {
   // (one row per tree node, the root first).
   // Split mode: `states` holds the layer-k states of the root and the draft nodes
   // ((drafts + 1) x dim floats).
+  // `context` (the edge's `uncertain` policy; chains of token ids only): tokens committed without
+  // a verdict. They follow the last committed token, are committed unconditionally, and the
+  // drafts hang after the last of them; all of it runs in the same single forward pass (root,
+  // context, drafts), and `pass` then holds the context's rows between the root and the drafts.
+  // InvalidArgument for context ids outside the vocabulary, context in split mode or with a tree,
+  // or context that leaves no room for the next token; on any error nothing is committed.
   absl::StatusOr<VerifyResult> VerifyRound(model::Engine& engine, std::span<const int32_t> drafts,
                                            std::span<const int32_t> parents, const DraftProbs& q,
                                            model::ForwardResult* pass = nullptr,
-                                           std::span<const float> states = {});
+                                           std::span<const float> states = {},
+                                           std::span<const int32_t> context = {});
 
   // Committed ids; in split mode the ids of committed states are unknown and read as -1.
   const std::vector<int32_t>& committed() const { return committed_; }
@@ -69,6 +76,7 @@ class TargetVerifier {
   int64_t forward_passes_ = 0;
   model::ForwardResult out_;
   std::vector<float> p_rows_, p_, q_full_;
+  std::vector<int32_t> batch_;  // the pass's token ids: root, context, drafts
 };
 
 }  // namespace tandem::spec

@@ -75,6 +75,8 @@ class VerifierHarness {
   }
 
   std::unique_ptr<v1::Verifier::Stub> Stub() { return v1::Verifier::NewStub(channel_); }
+  const std::shared_ptr<grpc::Channel>& channel() const { return channel_; }
+  int port() const { return port_; }
   cloud::VerifierService& service() { return *service_; }
   cloud::EngineWorker& worker() { return *worker_; }
   int metrics_port() const { return SharedEndpoint() ? SharedEndpoint()->port() : 0; }

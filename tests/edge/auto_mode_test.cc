@@ -16,6 +16,8 @@
 #include "edge/edge_generator.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "common/obs/metrics.h"
+#include "tests/cloud/http_get.h"
 #include "tests/edge/loopback_verifier.h"
 #include "tests/greedy_reference.h"
 #include "tests/test_util.h"
@@ -184,6 +186,51 @@ TEST_F(AutoModeTest, CloudCostObjectiveLeavesSplitWhenTheUplinkCollapses) {
   EXPECT_TRUE(explained) << ::testing::PrintToString(debug_);
 }
 
+TEST_F(AutoModeTest, MeasurementsAndChoicesAreExportedAsEdgeMetrics) {
+  const std::string via = Link({.rtt_ms = 30, .up_kbps = 4000, .down_kbps = 20000});
+  auto channel = MakeVerifierChannel(via, {});
+  ASSERT_TRUE(channel.ok());
+  SchedulerPolicy policy = AllRemoteModes();
+  policy.allowed = {RunMode::kSpec, RunMode::kSplit};  // rounds: the link gets measured
+  EdgeOptions o = Scheduled(policy);
+  o.metrics = std::make_shared<EdgeMetrics>();
+  EdgeGenerator gen(*target_, drafter_.get(), *channel, o);
+  EdgeStats stats;
+  const std::vector<int32_t> out = Generate(gen, Encode("Zoo"), 40, &stats);
+  ASSERT_FALSE(out.empty());
+  using tandem::testing::SeriesKey;
+  std::map<std::string, double> m =
+      tandem::testing::ParsePrometheusText(obs::RenderText(*o.metrics->registry()));
+  // The link as measured through the emulator: 30 ms of round trip.
+  EXPECT_NEAR(m[SeriesKey("tandem_edge_link_rtt_seconds")], 0.030, 0.010);
+  EXPECT_GT(m[SeriesKey("tandem_edge_link_bandwidth_bits_per_second", {{"direction", "up"}})], 0);
+  EXPECT_GT(m[SeriesKey("tandem_edge_draft_seconds_per_token")], 0);
+  EXPECT_GT(m[SeriesKey("tandem_edge_layer_seconds", {{"side", "cloud"}, {"term", "base"}})] +
+                m[SeriesKey("tandem_edge_layer_seconds", {{"side", "cloud"}, {"term", "per_position"}})],
+            0);
+  const double a0 = m[SeriesKey("tandem_edge_acceptance", {{"position", "0"}})];
+  EXPECT_GT(a0, 0);
+  EXPECT_LE(a0, 1);
+  // Counters agree with the stats; the configuration in use is the one series at 1.
+  EXPECT_EQ(m[SeriesKey("tandem_edge_tokens_total", {{"source", "verified"}})],
+            static_cast<double>(stats.tokens_verified));
+  EXPECT_EQ(m[SeriesKey("tandem_edge_round_trips_total")], static_cast<double>(stats.round_trips));
+  EXPECT_EQ(m[SeriesKey("tandem_edge_bytes_total", {{"direction", "up"}})],
+            static_cast<double>(stats.bytes_up));
+  EXPECT_EQ(m[SeriesKey("tandem_edge_scheduler_changes_total")],
+            static_cast<double>(stats.config_changes));
+  int in_use = 0;
+  for (const auto& [key, value] : m) {
+    if (key.rfind("tandem_edge_config{", 0) == 0) {
+      in_use++;
+      EXPECT_EQ(value, 1.0) << key;
+      EXPECT_NE(key.find("gamma=\"" + std::to_string(trace_.back().config.gamma) + "\""), std::string::npos) << key;
+    }
+  }
+  EXPECT_EQ(in_use, 1);
+  EXPECT_GT(m[SeriesKey("tandem_edge_predicted_tokens_per_second")], 0);
+}
+
 TEST_F(AutoModeTest, SplitLayerAutoStaysWithinThePolicy) {
   auto channel = MakeVerifierChannel(verifier_->target(), {});
   ASSERT_TRUE(channel.ok());
@@ -209,6 +256,29 @@ TEST_F(AutoModeTest, SplitLayerAutoStaysWithinThePolicy) {
   }
   EXPECT_EQ(stats.tokens_from_cloud, 0);
   EXPECT_GT(stats.tokens_verified, 0);
+}
+
+TEST_F(AutoModeTest, SplitSelfDraftingIsExactAtEveryLayer) {
+  // Drafts by early exit on the edge's own layer-k states: no drafter at all.
+  auto channel = MakeVerifierChannel(verifier_->target(), {});
+  ASSERT_TRUE(channel.ok());
+  for (int k = 1; k < target_->config().n_layers; ++k) {
+    EdgeOptions o;
+    o.mode = EdgeMode::kSplit;
+    o.split_layer = k;
+    o.split_self_draft = true;
+    o.spec_tokens = 4;
+    EdgeGenerator gen(*target_, nullptr, *channel, o);
+    for (const char* p : kPrompts) {
+      const std::vector<int32_t> prompt = Encode(p);
+      EdgeStats stats;
+      EXPECT_EQ(Generate(gen, prompt, 48, &stats),
+                tandem::testing::GreedyTargetAlone(*target_, prompt, 48))
+          << "k=" << k << " " << p;
+      EXPECT_GT(stats.draft_tokens, 0);
+      if (k == 4) EXPECT_GT(stats.accepted_tokens, 0) << "layer 4 of 5 drafts well";
+    }
+  }
 }
 
 TEST_F(AutoModeTest, PolicyWithoutAFeasibleSplitLayerIsRefused) {

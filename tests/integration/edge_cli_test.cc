@@ -360,6 +360,29 @@ TEST(EdgeCliTest, SplitModeIsExactForEverySplitLayer) {
     EXPECT_EQ(r.out, kZooText) << "split at layer " << k;
     EXPECT_LT(JsonInt(testing::ReadFileOrDie(stats), "target_passes"), 57);
   }
+  // --split-layer auto: the scheduler picks a layer within the policy; exact with f32; the
+  // choice and the measurements land in the edge's metrics.
+  const std::string metrics = dir + "/edge.prom";
+  EdgeRun a = RunEdge(dir, {"--verifier", v.target(), "--model", model, "--mode", "split",
+                            "--split-layer", "auto", "--min-split-layer", "2", "--max-edge-layers",
+                            "3", "--draft", "early-exit:4", "--prompt", "Zoo", "--max-tokens",
+                            "57", "--metrics-file", metrics, "--verbose"});
+  ASSERT_EQ(a.code, 0) << a.err;
+  EXPECT_EQ(a.out, kZooText);
+  EXPECT_TRUE(absl::StrContains(a.err, "scheduler: start with split k")) << a.err;
+  std::map<std::string, double> m = testing::ParsePrometheusText(testing::ReadFileOrDie(metrics));
+  int configs = 0;
+  for (const auto& [key, value] : m) {
+    if (key.rfind("tandem_edge_config{", 0) != 0) continue;
+    configs++;
+    EXPECT_TRUE(absl::StrContains(key, "mode=\"split\"")) << key;
+    EXPECT_TRUE(absl::StrContains(key, "split_layer=\"2\"") || absl::StrContains(key, "split_layer=\"3\"")) << key;
+  }
+  EXPECT_EQ(configs, 1);
+  EXPECT_EQ(m[testing::SeriesKey("tandem_edge_tokens_total", {{"source", "verified"}})], 57);
+  // Loopback: the round trip is within the verifier's own timing, so only its presence is checked.
+  EXPECT_EQ(m.count(testing::SeriesKey("tandem_edge_link_rtt_seconds")), 1u);
+  EXPECT_GT(m[testing::SeriesKey("tandem_edge_layer_seconds", {{"side", "edge"}, {"term", "per_position"}})], 0);
   EdgeRun bad = RunEdge(dir, {"--verifier", v.target(), "--model", model, "--mode", "split",
                               "--split-layer", "5", "--prompt", "Zoo"});
   EXPECT_EQ(bad.code, 2);
