@@ -3,7 +3,7 @@ BUILD_DIR ?= build
 JOBS ?= $(shell nproc)
 BUILD_TYPE ?= Release
 
-.PHONY: all deps configure build test demo bench clean
+.PHONY: all deps configure build test demo bench bench-grid clean
 
 all: build
 
@@ -25,6 +25,16 @@ demo: build
 # Benchmarks are run on purpose, not by CI (see bench/README.md).
 bench: build
 	bash bench/run_engine_bench.sh $(BUILD_DIR)
+
+# Every edge configuration through the link emulator against a real verifier, the uplink-drop
+# run, and their plot (about 30 minutes on 2 cores; GRID_FLAGS=--quick for a one-minute check).
+GRID_OUT ?= bench/results
+GRID_FLAGS ?=
+bench-grid: build
+	bash tools/install_deps.sh --bench
+	$(BUILD_DIR)/bin/tandem-bench grid --out $(GRID_OUT)/grid.json $(GRID_FLAGS)
+	$(BUILD_DIR)/bin/tandem-bench drop --out $(GRID_OUT)/drop.json
+	bash bench/plot_grid.sh $(GRID_OUT)/grid.json $(GRID_OUT)
 
 clean:
 	rm -rf $(BUILD_DIR)
