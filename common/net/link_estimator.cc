@@ -42,7 +42,8 @@ LinkEstimator::LinkEstimator(const LinkEstimatorOptions& options)
     : options_(options),
       rtt_s_(options.prior_rtt_s),
       up_bps_(options.prior_up_bps),
-      down_bps_(options.prior_down_bps) {}
+      down_bps_(options.prior_down_bps),
+      anchor_bps_{options.prior_up_bps, options.prior_down_bps} {}
 
 void LinkEstimator::ObserveRound(int64_t up_bytes, int64_t down_bytes, double wall_s,
                                  double remote_s) {
@@ -94,7 +95,10 @@ void LinkEstimator::Solve() {
   // Ridge toward the priors, scaled by the data's own size so that it only decides directions
   // the data leaves open: rounds that all have the same size leave the bandwidths at the prior
   // instead of letting them drift (to a bound) with the noise.
-  const double prior[3] = {0, SlopeFromBps(options_.prior_up_bps), SlopeFromBps(options_.prior_down_bps)};
+  // The pull is toward the anchors: the priors at first, then the last estimates that the data
+  // themselves determined (below), so that evidence from a probe is not forgotten when only
+  // small messages follow.
+  const double prior[3] = {0, SlopeFromBps(anchor_bps_[0]), SlopeFromBps(anchor_bps_[1])};
   double a[3][3], b[3], theta[3] = {};
   const double scale = std::max(sxx_[0][0], 1e-9) * options_.ridge_kb * options_.ridge_kb;
   for (int i = 0; i < 3; ++i) {
@@ -116,6 +120,12 @@ void LinkEstimator::Solve() {
   rtt_s_ = std::max(0.0, rtt_ms) * 1e-3;
   up_bps_ = BpsFromSlope(su);
   down_bps_ = BpsFromSlope(sd);
+  // A bandwidth the data determine (their size information outweighs the ridge's several times)
+  // becomes the new anchor.
+  for (int i = 1; i < 3; ++i) {
+    const double info = sxx_[i][i] - sxx_[0][i] * sxx_[0][i] / std::max(sxx_[0][0], 1e-12);
+    if (info > 4 * options_.ridge * scale) anchor_bps_[i - 1] = i == 1 ? up_bps_ : down_bps_;
+  }
 }
 
 double LinkEstimator::NetworkSeconds(int64_t up_bytes, int64_t down_bytes) const {

@@ -7,8 +7,8 @@
 // estimates follow a link that changes within a few rounds). Rounds of nearly constant size carry
 // no information about bandwidth, and small messages (a few hundred bytes) hardly any, whatever
 // their spread: a ridge term, worth `ridge` rounds of `ridge_kb` kilobytes each way at the prior
-// bandwidths, keeps the bandwidths at the priors until rounds of kilobytes say otherwise, while
-// the RTT is still learned. Small probes sent
+// bandwidths, keeps the bandwidths at the priors until rounds of kilobytes say otherwise (then at
+// the last values such rounds determined), while the RTT is still learned. Small probes sent
 // when idle are ordinary rounds to this estimator. Two rounds in a row far off the model are
 // taken as a change of link, and the past is then mostly forgotten at once.
 // Thread-safety: not thread-safe; one per edge session loop.
@@ -59,6 +59,7 @@ class LinkEstimator {
   double typical_error_ = 0.1;  // EWMA of the relative prediction error
   bool last_surprised_ = false;
   double rtt_s_, up_bps_, down_bps_;
+  double anchor_bps_[2];  // where the ridge pulls: up, down
   int64_t rounds_ = 0;
   int64_t changes_ = 0;
   int64_t last_change_round_ = -1;
