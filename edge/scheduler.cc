@@ -171,15 +171,16 @@ RunConfig Scheduler::Decide(const Measurements& m, std::string* why) {
   std::vector<Prediction> all = PredictAll(m);
   if (all.empty()) return current_;
   // Exactness first: lossy configurations compete only if they clearly beat the exact ones.
+  auto lossy = [](const Prediction& p) {
+    return p.config.mode == RunMode::kSplit && p.config.codec.kind != codec::CodecKind::kF32;
+  };
   double fastest_exact = 0, fastest_lossy = 0;
   for (const Prediction& p : all) {
-    const bool lossy = p.config.mode == RunMode::kSplit && p.config.codec.kind != codec::CodecKind::kF32;
-    (lossy ? fastest_lossy : fastest_exact) = std::max(lossy ? fastest_lossy : fastest_exact, p.tokens_per_s);
+    double& fastest = lossy(p) ? fastest_lossy : fastest_exact;
+    fastest = std::max(fastest, p.tokens_per_s);
   }
   if (fastest_exact > 0 && fastest_lossy < fastest_exact * (1.0 + policy_.lossy_min_gain)) {
-    std::erase_if(all, [](const Prediction& p) {
-      return p.config.mode == RunMode::kSplit && p.config.codec.kind != codec::CodecKind::kF32;
-    });
+    std::erase_if(all, lossy);
   }
   double fastest = 0;
   for (const Prediction& p : all) fastest = std::max(fastest, p.tokens_per_s);

@@ -100,19 +100,6 @@ absl::Status SplitRunner::Round(int32_t root, std::span<const int32_t> drafts,
   return Encode(out_, out);
 }
 
-namespace {
-
-// The softmax probability of logits[top]: 1 / sum_i exp(logits[i] - logits[top]), with the
-// differences taken in float as spec::ModelDrafter does, so both report the same confidence.
-float SoftmaxAt(std::span<const float> logits, int32_t top) {
-  const float peak = logits[top];
-  double sum = 0;
-  for (float l : logits) sum += std::exp(static_cast<double>(l - peak));
-  return static_cast<float>(1.0 / sum);
-}
-
-}  // namespace
-
 absl::Status SplitRunner::DraftRound(int32_t root, int gamma, std::vector<int32_t>* drafts,
                                      v1::HiddenStates* out, std::vector<float>* confidence) {
   if (round_base_ >= 0) return absl::FailedPreconditionError("the previous round was not accepted");
@@ -161,7 +148,7 @@ absl::Status SplitRunner::DraftRound(int32_t root, int gamma, std::vector<int32_
     if (last) break;
     std::span<const float> logits = step_.Row(0);
     const int32_t token = model::Argmax(logits);
-    if (confidence != nullptr) confidence->push_back(SoftmaxAt(logits, token));
+    if (confidence != nullptr) confidence->push_back(model::SoftmaxAt(logits, token));
     drafts->push_back(token);
     round_tokens_.push_back(token);
   }

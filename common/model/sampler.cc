@@ -61,6 +61,13 @@ int32_t Argmax(std::span<const float> values) {
   return best;
 }
 
+float SoftmaxAt(std::span<const float> logits, int32_t index) {
+  const float peak = logits[index];
+  double sum = 0;
+  for (float l : logits) sum += std::exp(static_cast<double>(l - peak));
+  return static_cast<float>(1.0 / sum);
+}
+
 void Softmax(std::span<const float> logits, float temperature, std::vector<float>* probs) {
   probs->resize(logits.size());
   float max_logit = -INFINITY;

@@ -41,6 +41,10 @@ absl::Status ValidateSamplerOptions(const SamplerOptions& options);
 // Index of the largest value (the first on ties). REQUIRES: !values.empty().
 int32_t Argmax(std::span<const float> values);
 
+// softmax(logits)[index] = 1 / sum_i exp(logits[i] - logits[index]) (differences in float, the sum
+// in double): a draft's confidence in its token. REQUIRES: index within logits.
+float SoftmaxAt(std::span<const float> logits, int32_t index);
+
 // Softmax of logits / temperature into probs (resized to logits.size()).
 void Softmax(std::span<const float> logits, float temperature, std::vector<float>* probs);
 

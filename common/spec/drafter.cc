@@ -56,18 +56,6 @@ absl::Status ModelDrafter::Sync(std::span<const int32_t> context) {
   return absl::OkStatus();
 }
 
-namespace {
-
-// softmax(logits)[argmax] = 1 / sum_i exp(logits[i] - logits[argmax]).
-float ArgmaxProbability(std::span<const float> logits, int32_t argmax) {
-  const float top = logits[argmax];
-  double sum = 0;
-  for (float l : logits) sum += std::exp(static_cast<double>(l - top));
-  return static_cast<float>(1.0 / sum);
-}
-
-}  // namespace
-
 absl::Status ModelDrafter::Propose(std::span<const int32_t> context, int max_tokens, Draft* out) {
   out->tokens.clear();
   out->probs.clear();
@@ -83,7 +71,7 @@ absl::Status ModelDrafter::Propose(std::span<const int32_t> context, int max_tok
     int32_t token;
     if (sampler_.greedy()) {
       token = model::Argmax(logits);
-      out->confidence.push_back(ArgmaxProbability(logits, token));
+      out->confidence.push_back(model::SoftmaxAt(logits, token));
     } else {
       sampler_.Distribution(logits, &q);
       token = sampler_.SampleFrom(q);
