@@ -6,6 +6,9 @@
 //                   [--max-sessions N] [--max-sessions-per-tenant N] [--max-tokens-per-session N]
 //                   [--max-draft-tokens N] [--max-tree-nodes N] [--max-message-bytes N]
 //                   [--idle-ttl-s S] [--grace-s S] [--log-level L]
+//                   [--kv-budget-mb N] [--max-queue-delay-s S]
+//                   [--batching on|off] [--max-batch-tokens N] [--batch-window-ms MS]
+//                   [--prefill-chunk N]
 //                   [--port-file F] [--metrics-port-file F]
 //
 // The YAML file is read first and flags override it (schema: cloud/verifier_config.h, example:
@@ -25,6 +28,7 @@
 
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <malloc.h>
 #include <spdlog/spdlog.h>
 
 #include "absl/strings/str_cat.h"
@@ -94,8 +98,12 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  cloud::EngineWorker worker(**model, c.threads);
-  cloud::VerifierService service(**model, name, &worker, c.limits, auth);
+  // KV caches are large and come and go with sessions: serve them from mmap so that memory
+  // returns to the system when a session ends (glibc would otherwise raise its mmap threshold
+  // after the first free and keep later caches on the heap).
+  mallopt(M_MMAP_THRESHOLD, 1 << 20);
+  cloud::EngineWorker worker(**model, c.threads, c.Batching());
+  cloud::VerifierService service(**model, name, &worker, c.Limits(), auth);
   std::unique_ptr<obs::MetricsEndpoint> metrics;
   if (!c.metrics_listen.empty()) {
     auto m = obs::MetricsEndpoint::Start(c.metrics_listen);
@@ -118,11 +126,13 @@ int main(int argc, char** argv) {
   const char* tls = c.tls_cert.empty() ? "off" : c.tls_client_ca.empty() ? "on" : "mutual";
   spdlog::info(
       "serving {} on port {} ({} engine threads, tls {}, auth {}, metrics {}, max {} sessions, "
-      "{} per tenant, idle ttl {} s)",
+      "{} per tenant, idle ttl {} s, batching {} (max {} tokens, window {} ms), KV budget {} MiB)",
       name, port, c.threads, tls,
       auth ? absl::StrCat(auth->tenants().size(), " tenants") : std::string("off"),
       metrics ? absl::StrCat("on port ", metrics_port, " /metrics") : std::string("off"),
-      c.limits.max_sessions, c.limits.max_sessions_per_tenant, c.limits.idle_ttl_s);
+      c.limits.max_sessions, c.limits.max_sessions_per_tenant, c.limits.idle_ttl_s,
+      c.batching_mode, c.batching.max_batch_tokens, c.batch_window_ms,
+      service.kv_budget_bytes() >> 20);
   if (!c.port_file.empty()) {
     if (absl::Status s = WriteFileAtomically(c.port_file, absl::StrCat(port, "\n", metrics_port, "\n"));
         !s.ok()) {

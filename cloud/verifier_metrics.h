@@ -13,6 +13,11 @@
 //   tandem_verify_duration_seconds                            engine time per verify pass
 //   tandem_verify_batch_tokens                                positions per pass (drafts + context + 1)
 //   tandem_queue_wait_seconds                                 engine-queue wait per task
+//   tandem_engine_passes_total                                forward passes of the engine worker
+//                                                             (batched: one per batch)
+//   tandem_engine_batch_sessions                              sessions per forward pass
+//   tandem_engine_batch_tokens                                positions per forward pass
+//   tandem_kv_budget_bytes / tandem_kv_reserved_bytes         KV cache budget and its reserved part
 //   tandem_bytes_total{direction=up|down, kind=prompt|draft|verdict|tokens|control}
 //   tandem_sessions_active                                    open sessions
 //   tandem_tenant_sessions_active{tenant}                     open sessions per tenant
@@ -50,7 +55,7 @@ inline constexpr const char* kRejectionReasons[] = {
     "bad_token",       "empty_prompt",      "draft_too_long", "tree_too_large", "bad_tree",
     "out_of_order",    "unknown_model",     "message_too_large", "bad_probs",  "bad_sampling",
     "unsupported_mode", "bad_message",      "committed_mismatch", "context_full", "bad_split_layer",
-    "bad_hidden",      "bad_context"};
+    "bad_hidden",      "bad_context",       "kv_budget",     "overloaded"};
 
 class VerifierMetrics {
  public:
@@ -66,6 +71,10 @@ class VerifierMetrics {
   // decoding steps are not verify passes; they show in the TTFT/TPOT histograms.
   void CountVerify(int drafts, int accepted, double engine_seconds, int batch_tokens);
   void ObserveQueueWait(double seconds) { queue_wait_->Observe(seconds); }
+  // One forward pass of the engine worker with `sessions` sessions' `tokens` positions.
+  void ObserveBatch(int sessions, int tokens);
+  void SetKvBudget(uint64_t bytes) { kv_budget_->Set(static_cast<double>(bytes)); }
+  void SetKvReserved(uint64_t bytes) { kv_reserved_->Set(static_cast<double>(bytes)); }
   void CountBytes(Direction d, MsgKind k, size_t bytes);
   void CountGenerated(bool cloud, int tokens) { (cloud ? gen_cloud_ : gen_spec_)->Increment(tokens); }
   void CountContext(int tokens) { context_tokens_->Increment(tokens); }
@@ -84,6 +93,9 @@ class VerifierMetrics {
   prometheus::Counter* context_tokens_;
   std::vector<prometheus::Counter*> per_pos_;
   prometheus::Histogram *verify_duration_, *batch_tokens_, *queue_wait_, *ttft_, *tpot_;
+  prometheus::Counter* engine_passes_;
+  prometheus::Histogram *engine_batch_sessions_, *engine_batch_tokens_;
+  prometheus::Gauge *kv_budget_, *kv_reserved_;
   prometheus::Counter* bytes_[2][static_cast<int>(MsgKind::kCount)];
   prometheus::Gauge* sessions_active_;
   std::map<std::string, prometheus::Gauge*> tenant_active_;  // fixed after construction

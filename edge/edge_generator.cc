@@ -433,7 +433,8 @@ absl::Status EdgeGenerator::Run::Connect() {
   open.mutable_sampling()->set_top_k(o_.sampler.top_k);
   open.mutable_sampling()->set_top_p(o_.sampler.top_p);
   open.mutable_sampling()->set_seed(o_.sampler.seed);
-  if (mode == EdgeMode::kCloud) open.set_max_new_tokens(static_cast<uint32_t>(max_new_ - generated_));
+  // Cloud mode stops there; every mode lets the verifier size the session's KV cache by it.
+  open.set_max_new_tokens(static_cast<uint32_t>(max_new_ - generated_));
   v1::SessionOpened opened;
   v1::HiddenStates prompt_states;
   if (mode == EdgeMode::kSplit) {
