@@ -61,6 +61,8 @@ const DoubleSetting kDoubles[] = {
     {"", "grace_s", "grace-s", 0, 3600, false, [](VerifierConfig& c) { return &c.grace_s; }},
     {"limits", "idle_ttl_s", "idle-ttl-s", 0.01, 7 * 86400, false,
      [](VerifierConfig& c) { return &c.limits.idle_ttl_s; }},
+    {"", "drain_handback_delay_s", "drain-handback-delay-s", 0, 3600, false,
+     [](VerifierConfig& c) { return &c.drain_handback_delay_s; }},
 };
 const StringSetting kStrings[] = {
     {"", "listen", "listen", false, [](VerifierConfig& c) { return &c.listen; }},
