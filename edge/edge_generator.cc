@@ -247,6 +247,8 @@ void EdgeGenerator::Run::LearnVerifier() {
   if (!WaitReady(g_.channel_.get(), std::min(o_.connect_timeout_s, o_.reply_timeout_s))) return;
   grpc::ClientContext context;
   if (!o_.auth_token.empty()) context.AddMetadata("authorization", "Bearer " + o_.auth_token);
+  // Behind a load balancer, what is learned here is about the replica the sessions will go to.
+  if (!o_.affinity_key.empty()) context.AddMetadata(kAffinityMetadata, o_.affinity_key);
   context.set_deadline(std::chrono::system_clock::now() +
                        std::chrono::microseconds(static_cast<int64_t>(o_.reply_timeout_s * 1e6)));
   v1::GetInfoRequest request;

@@ -84,9 +84,9 @@ struct EdgeOptions {
   model::SamplerOptions sampler;        // greedy by default
   std::string model_name;               // the verifier's model; empty = its default
   std::string auth_token;               // sent as "authorization: Bearer <token>"; empty = none
-  // Sent with every session as "x-tandem-affinity: <key>": a load balancer in front of several
-  // verifiers (deploy/haproxy) sends the sessions of one key to the same replica while it is up.
-  // Empty = not sent.
+  // Sent with every session (and GetInfo) as "x-tandem-affinity: <key>": a load balancer in
+  // front of several verifiers (deploy/haproxy) sends the calls of one key to the same replica
+  // while it is up. Empty = not sent.
   std::string affinity_key;
   // kSplit: the edge runs the target's layers [0, split_layer) with `local` (which must be the
   // target model) and sends the layer-k states, encoded with `codec`; the prompt's ids stay here.

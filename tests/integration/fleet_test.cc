@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <filesystem>
 #include <memory>
 
 #include "absl/strings/match.h"
@@ -146,7 +147,7 @@ TEST(FleetTest, ThreeReplicasBehindHaproxyDrainOneMidRun) {
   std::vector<std::string> env;
   for (int i = 0; i < kReplicas; ++i) {
     const std::string rdir = absl::StrCat(dir, "/replica", i + 1);
-    ASSERT_EQ(std::system(("mkdir -p " + rdir).c_str()), 0);
+    std::filesystem::create_directories(rdir);
     replicas.push_back(std::make_unique<VerifierProcess>(
         rdir, std::vector<std::string>{"--model", model, "--tokenizer", tokenizer,
                                        "--metrics-listen", "127.0.0.1:0"}));
