@@ -71,6 +71,8 @@ const DoubleSetting kDoubles[] = {
      [](VerifierConfig& c) { return &c.limits.max_queue_delay_s; }},
     {"batching", "window_ms", "batch-window-ms", 0, 1000, false,
      [](VerifierConfig& c) { return &c.batch_window_ms; }},
+    {"", "drain_handback_delay_s", "drain-handback-delay-s", 0, 3600, false,
+     [](VerifierConfig& c) { return &c.drain_handback_delay_s; }},
 };
 const StringSetting kStrings[] = {
     {"", "listen", "listen", false, [](VerifierConfig& c) { return &c.listen; }},

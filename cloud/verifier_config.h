@@ -14,6 +14,9 @@
 //                                 on line 2                                    --port-file
 //   metrics_port_file: FILE       written once serving: the metrics port      --metrics-port-file
 //   grace_s: S                    drain time on SIGTERM [0, 3600]             --grace-s
+//   drain_handback_delay_s: S     on SIGTERM, running sessions are handed back to their edges
+//                                 (to resume on another replica) after S [0, 3600]; at or
+//                                 above grace_s never                 --drain-handback-delay-s
 //   log_level: LEVEL              trace|debug|info|warn|error|critical|off     --log-level
 //   tls: {cert: FILE, key: FILE, client_ca: FILE}
 //                                 server certificate and key (TLS); client_ca turns on mutual TLS
@@ -78,6 +81,11 @@ struct VerifierConfig {
   // The worker's and the service's settings, units resolved.
   BatchingOptions Batching() const;
   VerifierLimits Limits() const;
+  // On SIGTERM, this long after the health signals go down (long enough for a load balancer's
+  // checks to take the replica out), running sessions are handed back: ended with UNAVAILABLE so
+  // that their edges resume on another replica. At or above grace_s: never; sessions run until
+  // the grace ends.
+  double drain_handback_delay_s = 1.0;
 };
 
 // Parses YAML text; `source` names it in errors, `base_dir` anchors relative paths.

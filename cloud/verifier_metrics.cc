@@ -12,6 +12,7 @@ const char* OutcomeName(Outcome o) {
     case Outcome::kError: return "error";
     case Outcome::kIdleTimeout: return "idle_timeout";
     case Outcome::kDeadline: return "deadline";
+    case Outcome::kHandedBack: return "handed_back";
     default: return "unknown";
   }
 }
@@ -102,6 +103,12 @@ VerifierMetrics::VerifierMetrics(int max_positions, const std::vector<std::strin
                   .Help("Refused calls and messages by reason.").Register(*registry_);
   for (const char* r : kRejectionReasons) rejections_[r] = &rej.Add({{"reason", r}});
   rejections_["other"] = &rej.Add({{"reason", "other"}});
+  // The help text must not read "tandem_serving 1": load balancers look for that string.
+  health_registry_ = std::make_shared<prometheus::Registry>();
+  serving_ = &BuildGauge().Name("tandem_serving")
+                  .Help("Whether this verifier takes new sessions (0 once draining).")
+                  .Register(*health_registry_).Add({});
+  serving_->Set(1);
 }
 
 void VerifierMetrics::CountVerify(int drafts, int accepted, double engine_seconds, int batch_tokens) {

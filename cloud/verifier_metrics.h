@@ -21,7 +21,9 @@
 //   tandem_bytes_total{direction=up|down, kind=prompt|draft|verdict|tokens|control}
 //   tandem_sessions_active                                    open sessions
 //   tandem_tenant_sessions_active{tenant}                     open sessions per tenant
-//   tandem_sessions_total{outcome=ok|cancelled|error|idle_timeout|deadline}
+//   tandem_sessions_total{outcome=ok|cancelled|error|idle_timeout|deadline|handed_back}
+//                                                             (handed_back: ended by a drain so
+//                                                             that the edge resumes elsewhere)
 //   tandem_rejections_total{reason}                           refused requests/messages by reason
 //   tandem_time_to_first_token_seconds                        cloud mode: prompt in -> first token out
 //   tandem_time_per_output_token_seconds                      cloud mode: between tokens
@@ -30,6 +32,11 @@
 //                                                             committed without a verdict, received
 //                                                             as context (never verified; not in
 //                                                             tandem_spec_decode_*)
+//   tandem_serving                                            1 while new sessions are taken, 0
+//                                                             once draining; also alone in
+//                                                             health_registry(), which the binary
+//                                                             serves at /healthz for load
+//                                                             balancers' checks
 // Thread-safety: all methods may be called from any thread.
 #ifndef TANDEM_CLOUD_VERIFIER_METRICS_H_
 #define TANDEM_CLOUD_VERIFIER_METRICS_H_
@@ -46,7 +53,7 @@ namespace tandem::cloud {
 
 enum class Direction { kUp = 0, kDown = 1 };
 enum class MsgKind { kPrompt = 0, kDraft, kVerdict, kTokens, kControl, kCount };
-enum class Outcome { kOk = 0, kCancelled, kError, kIdleTimeout, kDeadline, kCount };
+enum class Outcome { kOk = 0, kCancelled, kError, kIdleTimeout, kDeadline, kHandedBack, kCount };
 const char* OutcomeName(Outcome o);
 
 // Every reason label of tandem_rejections_total (each series exists from the start, at 0).
@@ -65,6 +72,9 @@ class VerifierMetrics {
   VerifierMetrics(int max_positions, const std::vector<std::string>& tenants);
 
   const std::shared_ptr<prometheus::Registry>& registry() const { return registry_; }
+  // tandem_serving alone: a page small enough for a load balancer to check often.
+  const std::shared_ptr<prometheus::Registry>& health_registry() const { return health_registry_; }
+  void SetServing(bool serving) { serving_->Set(serving ? 1 : 0); }
 
   // One verify pass (spec mode): `drafts` received, `accepted` of them accepted (draft positions
   // 0 .. accepted-1 along the accepted path), engine seconds and positions in the pass. Cloud-mode
@@ -101,6 +111,8 @@ class VerifierMetrics {
   std::map<std::string, prometheus::Gauge*> tenant_active_;  // fixed after construction
   prometheus::Counter* sessions_total_[static_cast<int>(Outcome::kCount)];
   std::map<std::string, prometheus::Counter*> rejections_;  // fixed after construction
+  std::shared_ptr<prometheus::Registry> health_registry_;
+  prometheus::Gauge* serving_;
 };
 
 }  // namespace tandem::cloud

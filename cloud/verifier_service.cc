@@ -93,6 +93,16 @@ class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::Verif
                  Outcome::kIdleTimeout);
   }
 
+  // A drain's hand-back: ends the session with UNAVAILABLE kHandBackMessage at its next safe
+  // point (now, or once its engine task returns), so that the edge resumes on another replica.
+  // A cloud session that has sent its last tokens is left to end by itself (OK). Called with the
+  // service's registry lock held, like CheckIdle.
+  void HandBack() {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (finished_ || sent_done_) return;
+    FinishLocked(grpc::Status(C::UNAVAILABLE, net::kHandBackMessage), Outcome::kHandedBack);
+  }
+
   void OnReadDone(bool ok) override {
     std::lock_guard<std::mutex> lock(mu_);
     read_pending_ = false;
@@ -988,6 +998,12 @@ grpc::ServerUnaryReactor* VerifierService::GetInfo(grpc::CallbackServerContext* 
   response->add_modes(v1::MODE_SPLIT);
   reactor->Finish(grpc::Status::OK);
   return reactor;
+}
+
+int VerifierService::HandBackSessions() {
+  std::lock_guard<std::mutex> lock(registry_mu_);
+  for (SessionReactor* s : sessions_) s->HandBack();
+  return static_cast<int>(sessions_.size());
 }
 
 }  // namespace tandem::cloud

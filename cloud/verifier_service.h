@@ -86,8 +86,16 @@ class VerifierService final : public v1::Verifier::CallbackService {
                                     const v1::GetInfoRequest* request,
                                     v1::ServerInfo* response) override;
 
-  // Refuses new sessions (UNAVAILABLE); running ones go on.
-  void StartDrain() { draining_ = true; }
+  // Refuses new sessions (UNAVAILABLE); running ones go on. tandem_serving drops to 0.
+  void StartDrain() {
+    draining_ = true;
+    metrics_.SetServing(false);
+  }
+  // The drain's hand-back (call after StartDrain, once the load balancer has stopped sending new
+  // sessions here): every running session ends at its next safe point with UNAVAILABLE
+  // net::kHandBackMessage, counted as outcome handed_back; edges resume on another replica by
+  // replaying their prefix. Returns how many sessions were asked to end. Any thread.
+  int HandBackSessions();
 
   int active_sessions() const { return active_sessions_.load(); }
   int tenant_sessions(const std::string& tenant) const;

@@ -25,6 +25,7 @@ TEST(VerifierConfigTest, TheExampleLoads) {
   EXPECT_EQ(c->metrics_listen, "127.0.0.1:9464");
   EXPECT_EQ(c->threads, 1);
   EXPECT_EQ(c->grace_s, 10.0);
+  EXPECT_EQ(c->drain_handback_delay_s, 1.0);
   EXPECT_EQ(c->limits.max_sessions, 64);
   EXPECT_EQ(c->limits.max_sessions_per_tenant, 16);
   EXPECT_EQ(c->limits.max_draft_tokens, 16);
@@ -46,7 +47,7 @@ TEST(VerifierConfigTest, FlagsOverrideTheFile) {
   absl::StatusOr<VerifierConfig> c = VerifierConfigFromArgs(
       {"--config", kExample, "--max-sessions", "8", "--listen=127.0.0.1:0", "--idle-ttl-s", "2.5",
        "--tls-cert", "c.pem", "--tls-key", "k.pem", "--metrics-listen", "", "--auth-tokens-file",
-       "tokens"});
+       "tokens", "--drain-handback-delay-s", "0.25"});
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(c->limits.max_sessions, 8);
   EXPECT_EQ(c->limits.max_sessions_per_tenant, 16);  // from the file
@@ -56,6 +57,7 @@ TEST(VerifierConfigTest, FlagsOverrideTheFile) {
   EXPECT_EQ(c->metrics_listen, "");
   EXPECT_EQ(c->auth_tokens_file, "tokens");
   EXPECT_EQ(c->limits.QuotaFor("acme"), 32);
+  EXPECT_EQ(c->drain_handback_delay_s, 0.25);
 }
 
 TEST(VerifierConfigTest, DefaultsWithoutAFile) {
@@ -85,6 +87,7 @@ TEST(VerifierConfigTest, MistakesAreClearErrors) {
       {"limits:\n  idle_ttl_s: soon\n", "'limits.idle_ttl_s' must be a number"},
       {"limits:\n  idle_ttl_s: 0\n", "'limits.idle_ttl_s' must be in [0.01,"},
       {"grace_s: .nan\n", "'grace_s' must be in [0,"},
+      {"drain_handback_delay_s: -1\n", "'drain_handback_delay_s' must be in [0,"},
       {"limits: 5\n", "'limits' must be a mapping"},
       {"model: {a: 1}\n", "'model' must be a string"},
       {"tenants:\n  acme: 3\n", "c.yaml:2: tenant 'acme' must be a mapping"},
