@@ -74,14 +74,28 @@ int EngineWorker::Gather(std::vector<Pending>* batch, int tokens) {
     return tokens;
   }
   const int max = batching_.max_batch_tokens;
-  const bool has_prefill = std::any_of(batch->begin(), batch->end(),
-                                       [](const Pending& p) { return p.job.prefill; });
-  if (!has_prefill && !prefills_.empty()) take(prefills_);
-  while (!rounds_.empty() && (batch->empty() || tokens + rounds_.front().job.rows <= max)) {
-    take(rounds_);
+  // Prompt chunks take at most half the batch once it has one (and one always goes in while
+  // any waits): rounds keep most of every pass, and a wave of new sessions still gets its
+  // prompts through within a few passes.
+  const int prefill_cap = std::max(1, max / 2);
+  int prefill_tokens = 0;
+  for (const Pending& p : *batch) {
+    if (p.job.prefill) prefill_tokens += p.job.rows;
   }
-  while (!prefills_.empty() && (batch->empty() || tokens + prefills_.front().job.rows <= max)) {
-    take(prefills_);
+  while (true) {
+    const bool round_fits =
+        !rounds_.empty() && (batch->empty() || tokens + rounds_.front().job.rows <= max);
+    const int prefill_rows = prefills_.empty() ? 0 : prefills_.front().job.rows;
+    const bool prefill_fits =
+        !prefills_.empty() &&
+        (prefill_tokens == 0 ||
+         (tokens + prefill_rows <= max && prefill_tokens + prefill_rows <= prefill_cap));
+    if (!round_fits && !prefill_fits) break;
+    // The first prompt chunk, then the older of the two queues' heads.
+    const bool prefill = prefill_fits && (!round_fits || prefill_tokens == 0 ||
+                                          prefills_.front().queued_at < rounds_.front().queued_at);
+    if (prefill) prefill_tokens += prefill_rows;
+    take(prefill ? prefills_ : rounds_);
   }
   return tokens;
 }

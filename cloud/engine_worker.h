@@ -5,9 +5,9 @@
 //
 // Batch formation, each time the engine is free:
 //   - the oldest pending prefill chunk, if any (prompts always progress);
-//   - then rounds and decode steps, oldest first, while the batch stays within max_batch_tokens
-//     (latency-bound work is never starved by prefill);
-//   - then more prefill chunks if room is left;
+//   - then rounds, decode steps and more prefill chunks, oldest first, while the batch stays
+//     within max_batch_tokens and its prefill within half of it (rounds are never starved by a
+//     wave of prompts, nor prompts by a stream of rounds);
 //   - while the batch is not full and fewer sessions have posted than are active, it waits up to
 //     `window_s` for more to arrive.
 // With batching off, passes run one at a time in arrival order (the baseline).

@@ -1,6 +1,6 @@
 // The engine worker's batch formation: with batching on, a batch holds the oldest prompt chunk
-// (prompts always progress) and then rounds in arrival order within the token budget, so prefill
-// never starves rounds and rounds never starve prefill; the gathering window collects the
+// (prompts always progress) and then work in arrival order within the token budget, prompts in at
+// most half of it, so prefill never starves rounds and rounds never starve prefill; the gathering window collects the
 // sessions that post a little later; with batching off every pass runs alone in arrival order.
 // Jobs here run no forward (begin returns false), so only the worker's choices are seen.
 #include "cloud/engine_worker.h"
@@ -115,6 +115,35 @@ TEST_F(EngineWorkerTest, PrefillAndRoundsShareEveryBatchWithinTheBudget) {
   // 4 batches of one chunk and 6 rounds, then what is left: no round waits behind all prompts.
   EXPECT_EQ(batches[0].size(), 7u);
   EXPECT_LE(batches.size(), 5u);
+}
+
+TEST_F(EngineWorkerTest, AWaveOfNewSessionsGetsItsPromptsThroughInAFewPasses) {
+  BatchingOptions b;
+  b.max_batch_tokens = 64;
+  b.window_s = 0;
+  EngineWorker w(*model_, 1, b);
+  std::promise<void> release = Hold(w);
+  for (int i = 0; i < 20; ++i) PostJob(w, "round" + std::to_string(i), false, 5);
+  for (int i = 0; i < 20; ++i) PostJob(w, "prompt" + std::to_string(i), true, 4);
+  release.set_value();
+  WaitRan(40);
+  const std::vector<std::vector<Ran>> batches = Batches();
+  size_t last_prompt_batch = 0;
+  for (size_t k = 0; k < batches.size(); ++k) {
+    int tokens = 0, prefill = 0;
+    for (const Ran& r : batches[k]) {
+      tokens += r.rows;
+      if (r.prefill) {
+        prefill += r.rows;
+        last_prompt_batch = k;
+      }
+    }
+    EXPECT_LE(tokens, 64) << "batch " << k;
+    EXPECT_LE(prefill, 32) << "batch " << k;  // rounds keep at least half of every pass
+  }
+  // The older rounds go first (one prompt rides along), then prompts share the passes at up to
+  // 32 positions each: all 20 are through by the fourth pass, not one per pass.
+  EXPECT_LE(last_prompt_batch, 3u);
 }
 
 TEST_F(EngineWorkerTest, TheWindowWaitsForSessionsThatPostALittleLater) {
