@@ -52,9 +52,8 @@ absl::StatusOr<LoadReferences> MakeReferences(const BenchModel& m, const LoadSet
 LoadRow MeasureLoad(const BenchModel& m, const LoadReferences& refs, int sessions,
                     const std::string& batching, const LoadSettings& s);
 
-// Overload: a verifier with --max-sessions `capacity`, a warm-up wave of s.warmup_sessions
-// (<= capacity) sessions, then
-// `waves` waves of `factor` x `capacity` sessions started at once; the admitted ones hold until
+// Overload: a verifier with --max-sessions `capacity`, then 1 + `waves` waves (the first one
+// unmeasured) of `factor` x `capacity` sessions started at once; the admitted ones hold until
 // every session of the wave has its answer (so exactly `capacity` are admitted), then generate.
 struct OverloadRun {
   std::vector<OverloadWave> waves;

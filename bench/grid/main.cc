@@ -610,7 +610,8 @@ int Overload(const Flags& flags) {
     return Fail(absl::InvalidArgumentError(absl::StrCat("--batching: '", batching, "' is not ",
                                                         s->batching_flag ? "on or off" : "available")));
   }
-  s->warmup_sessions = static_cast<int>(*capacity);  // the warm-up wave fills the capacity once
+  s->warmup_sessions = static_cast<int>(*factor * *capacity);  // a wave like the measured ones
+  s->warmup_tokens = s->tokens;
   const std::string name = flags.String("model", "synth110m");
   absl::StatusOr<BenchModel> m = LoadBenchModel(name, common->work);
   if (!m.ok()) return Fail(m.status());
