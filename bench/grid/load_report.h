@@ -95,6 +95,10 @@ struct LoadRow {
   // From the verifier's /metrics, differences over the measured phase.
   Histogram batch_sessions, batch_tokens, verify_batch_tokens;
   double engine_passes = -1, verify_passes = -1, generated_metric = -1;
+  double verify_seconds = -1;  // the sum of tandem_verify_duration_seconds (engine time of verify rounds)
+  // CPU seconds (user + system) over the measured phase: the verifier process, and this one (the
+  // edges' threads and gRPC's).
+  double verifier_cpu_s = 0, bench_cpu_s = 0;
   std::map<std::string, double> rejections;  // reason -> count, non-zero only
   std::string error;  // the configuration could not run (verifier start, scrape)
 };

@@ -7,6 +7,8 @@
 #include <sstream>
 #include <thread>
 
+#include <unistd.h>
+
 #include <grpcpp/grpcpp.h>
 
 #include "absl/strings/str_cat.h"
@@ -363,6 +365,19 @@ SessionTotals Totals(const Wave& w) {
 
 }  // namespace
 
+double ProcCpuSeconds(int pid) {
+  std::ifstream in(absl::StrCat("/proc/", pid, "/stat"));
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const size_t paren = text.rfind(')');  // the command name may hold spaces
+  if (paren == std::string::npos) return 0;
+  std::istringstream fields(text.substr(paren + 2));
+  std::string skip;
+  for (int i = 3; i < 14; ++i) fields >> skip;  // state .. cmajflt (fields 3-13)
+  int64_t utime = 0, stime = 0;
+  fields >> utime >> stime;
+  return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
 int64_t ProcStatusBytes(int pid, const std::string& field) {
   std::ifstream in(absl::StrCat("/proc/", pid, "/status"));
   std::string line;
@@ -432,9 +447,12 @@ LoadRow MeasureLoad(const BenchModel& m, const LoadReferences& refs, int session
     return row;
   }
   row.rss_before_bytes = ProcStatusBytes(pid, "VmRSS");
+  const double verifier_cpu0 = ProcCpuSeconds(pid), bench_cpu0 = ProcCpuSeconds(getpid());
 
   const Wave wave = RunWave(served->stub.get(), refs, 0, sessions, s.tokens, s, vocab, false);
   absl::StatusOr<Series> after = Scrape(port);
+  row.verifier_cpu_s = ProcCpuSeconds(pid) - verifier_cpu0;
+  row.bench_cpu_s = ProcCpuSeconds(getpid()) - bench_cpu0;
   row.peak_rss_bytes = ProcStatusBytes(pid, "VmHWM");
   WaitIdle(port);
   row.rss_after_bytes = ProcStatusBytes(pid, "VmRSS");
@@ -457,6 +475,7 @@ LoadRow MeasureLoad(const BenchModel& m, const LoadReferences& refs, int session
   row.engine_passes = Diff(*after, *before, "tandem_engine_passes_total");
   row.verify_passes = Diff(*after, *before, "tandem_verify_passes_total");
   row.generated_metric = Diff(*after, *before, "tandem_generated_tokens_total");
+  row.verify_seconds = Diff(*after, *before, "tandem_verify_duration_seconds_sum");
   row.rejections = Rejections(*after, *before);
   return row;
 }

@@ -63,6 +63,9 @@ absl::StatusOr<OverloadRun> MeasureOverload(const BenchModel& m, const LoadRefer
                                             int capacity, int factor, int waves,
                                             const std::string& batching, const LoadSettings& s);
 
+// CPU seconds (user + system) a process used so far (/proc/PID/stat); 0 when unreadable.
+double ProcCpuSeconds(int pid);
+
 // Bytes of a /proc/PID/status field given in kB ("VmHWM", "VmRSS"); 0 when unreadable.
 int64_t ProcStatusBytes(int pid, const std::string& field);
 
