@@ -55,7 +55,8 @@ absl::StatusOr<Reference> Greedy(model::Engine& engine, const std::vector<int32_
 // What one session did.
 struct SessionOutcome {
   bool admitted = false, refused = false, mismatch = false;
-  std::string error;  // a failure other than a refusal
+  bool finished = false;  // the call's status has been collected
+  std::string error;      // a failure other than a refusal
   double answer_ms = 0;  // call start -> SessionOpened, or -> the refusal
   int64_t committed = 0, rounds = 0, drafted = 0, accepted = 0;
   std::vector<double> round_ms;
@@ -78,6 +79,7 @@ using Stream = grpc::ClientReaderWriter<v1::EdgeMessage, v1::VerifierMessage>;
 // The call's end after a failed read or write: RESOURCE_EXHAUSTED is a refusal, the rest errors.
 void Failed(Stream* stream, const char* during, SessionOutcome* o) {
   const grpc::Status s = stream->Finish();
+  o->finished = true;
   if (s.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED && !o->admitted) {
     o->refused = true;
     return;
@@ -88,8 +90,8 @@ void Failed(Stream* stream, const char* during, SessionOutcome* o) {
 }
 
 // Spec mode: oracle draft rounds until `tokens` are committed or the target ends; every verdict
-// checked against the reference. Returns false after a failure or a mismatch (the session is over).
-bool SpecRounds(Stream* stream, const SessionSpec& spec, const LoadSettings& s, int vocab,
+// checked against the reference. Stops at the first failure (o->error) or mismatch.
+void SpecRounds(Stream* stream, const SessionSpec& spec, const LoadSettings& s, int vocab,
                 SessionOutcome* o) {
   const Reference& ref = *spec.ref;
   const OracleOptions oracle{s.corrupt, s.seed, vocab};
@@ -110,18 +112,14 @@ bool SpecRounds(Stream* stream, const SessionSpec& spec, const LoadSettings& s, 
     d->set_committed_length(static_cast<uint32_t>(spec.prompt->size() + gen));
     d->mutable_token_ids()->Add(draft.begin(), draft.end());
     const double t0 = MonotonicSeconds();
-    if (!stream->Write(out)) {
+    if (!stream->Write(out) || !stream->Read(&in)) {
       Failed(stream, "a draft round", o);
-      return false;
-    }
-    if (!stream->Read(&in)) {
-      Failed(stream, "a draft round", o);
-      return false;
+      return;
     }
     o->round_ms.push_back(1e3 * (MonotonicSeconds() - t0));
     if (in.kind_case() != v1::VerifierMessage::kVerdict || in.verdict().round() != round) {
       o->error = "the verifier answered a draft round with something else";
-      return false;
+      return;
     }
     const v1::Verdict& v = in.verdict();
     o->rounds++;
@@ -129,20 +127,19 @@ bool SpecRounds(Stream* stream, const SessionSpec& spec, const LoadSettings& s, 
     o->accepted += v.accepted();
     if (static_cast<int>(v.accepted()) != want.accepted || v.next_token() != want.next_token) {
       o->mismatch = true;
-      return false;
+      return;
     }
     if (want.ends) {  // the target's BOS/EOS: the generation is over, the end token is no text
       o->committed += want.accepted;
-      return true;
+      return;
     }
     gen += want.accepted + 1;
     o->committed += want.accepted + 1;
   }
-  return true;
 }
 
 // Cloud mode: the verifier streams the continuation, which must be the reference's.
-bool CloudTokens(Stream* stream, const SessionSpec& spec, SessionOutcome* o) {
+void CloudTokens(Stream* stream, const SessionSpec& spec, SessionOutcome* o) {
   const Reference& ref = *spec.ref;
   const size_t expected = std::min(ref.tokens.size(), static_cast<size_t>(spec.tokens));
   v1::VerifierMessage in;
@@ -150,11 +147,11 @@ bool CloudTokens(Stream* stream, const SessionSpec& spec, SessionOutcome* o) {
   while (true) {
     if (!stream->Read(&in)) {
       Failed(stream, "cloud decoding", o);
-      return false;
+      return;
     }
     if (in.kind_case() != v1::VerifierMessage::kTokens) {
       o->error = "the verifier sent something else than tokens in cloud mode";
-      return false;
+      return;
     }
     for (int32_t t : in.tokens().token_ids()) {
       if (got >= expected || t != ref.tokens[got]) o->mismatch = true;
@@ -164,7 +161,6 @@ bool CloudTokens(Stream* stream, const SessionSpec& spec, SessionOutcome* o) {
   }
   o->committed += static_cast<int64_t>(std::min(got, expected));
   if (got != expected) o->mismatch = true;
-  return !o->mismatch;
 }
 
 // One session from open to close. `answered` counts down once the open has its answer; with
@@ -198,16 +194,22 @@ void RunSession(v1::Verifier::Stub* stub, const SessionSpec& spec, const LoadSet
   }
   if (in.kind_case() != v1::VerifierMessage::kOpened) {
     o->error = "the verifier answered the open with something else";
-    context.TryCancel();
-    stream->Finish();
+  } else {
+    o->admitted = true;
+    if (hold) answered->wait();
+    if (spec.cloud) {
+      CloudTokens(stream.get(), spec, o);
+    } else {
+      SpecRounds(stream.get(), spec, s, vocab, o);
+    }
+  }
+  if (!o->error.empty()) {  // a protocol error: end the call unless it is over already
+    if (!o->finished) {
+      context.TryCancel();
+      stream->Finish();
+    }
     return;
   }
-  o->admitted = true;
-  if (hold) answered->wait();
-  const bool done = spec.cloud ? CloudTokens(stream.get(), spec, o)
-                               : SpecRounds(stream.get(), spec, s, vocab, o);
-  if (!o->error.empty()) return;  // the call is over (finished, or cancelled below)
-  if (!done && !o->mismatch) return;
   if (!spec.cloud) {
     out.Clear();
     out.mutable_close();
