@@ -60,6 +60,14 @@ struct ForwardResult {
   }
 };
 
+// One sequence's share of a batched pass (Engine::ForwardBatch).
+struct BatchItem {
+  ForwardRequest request;
+  KvCache* cache = nullptr;
+  ForwardResult* result = nullptr;
+  absl::Status status;  // set by ForwardBatch: whether this item ran
+};
+
 class Engine {
  public:
   // `model` must outlive the engine; `pool` may be null (one thread).
@@ -71,16 +79,41 @@ class Engine {
   // cache for other layers; ResourceExhausted when the cache lacks room for T more positions.
   absl::Status Forward(const ForwardRequest& request, KvCache* cache, ForwardResult* result);
 
+  // Several sequences in one pass (batching across sessions): their rows go through each matrix
+  // together, so every weight is read once for all of them, while each keeps its own cache,
+  // positions and mask (chain or tree). Each item gets exactly the result, bit for bit, that
+  // Forward would give it alone. Items may enter at different layers (a split session at its
+  // layer k) but must end at the same one. An item that Forward would refuse gets that error in
+  // its status, changes nothing, and does not affect the others; an item ending at another layer
+  // than the first valid one gets InvalidArgument.
+  void ForwardBatch(std::span<BatchItem> items);
+
   // Final RMSNorm + classifier over T rows of hidden states (dim wide) into T x vocab logits.
-  void Head(const float* hidden, int T, float* logits);
+  // `segments` as in MatMul (rows of separate sequences, each as if alone).
+  void Head(const float* hidden, int T, float* logits, std::span<const int32_t> segments = {});
 
   const Model& model() const { return model_; }
   ThreadPool* pool() const { return pool_; }
 
  private:
   void RmsNorm(const float* x, const float* weight, int T, float* out) const;
+  // A valid item of the batch being run.
+  struct Plan {
+    int item = 0;      // index in the caller's span
+    int begin = 0;     // first layer
+    int T = 0;         // rows
+    int row0 = 0;      // first row in the batch
+    int base = 0;      // cache length before the pass
+    bool chain = true;
+    int head_rows = 0;  // rows that get logits
+    std::vector<std::vector<int32_t>> visible;  // tree only: batch ancestors of each row
+  };
+  // Checks `item` as Forward documents and fills `plan` (rows, mask) and positions_ from row
+  // `row0`.
+  absl::Status MakePlan(const BatchItem& item, int row0, Plan* plan);
   void Rope(float* vec, int n_heads, int T) const;  // uses rope_cos_/rope_sin_
-  void Attention(int layer, const KvCache& cache, int base, int T);
+  // Attention for the rows of plans_[0, n_plans) at `layer`.
+  void Attention(int layer, std::span<BatchItem> items, int n_plans);
 
   const Model& model_;
   ThreadPool* pool_;
@@ -88,8 +121,11 @@ class Engine {
   std::vector<float> x_, xb_, q_, k_, v_, att_, hb_, hb2_;
   std::vector<int32_t> positions_;
   std::vector<float> rope_cos_, rope_sin_, inv_freq_;
-  std::vector<std::vector<int32_t>> visible_;  // tree only: batch ancestors of each item
-  bool chain_ = true;
+  std::vector<Plan> plans_;           // valid items, by first layer; reused across calls
+  std::vector<int32_t> row_plan_;     // plan of each row
+  std::vector<int32_t> segments_;     // rows per plan
+  std::vector<int32_t> head_segments_;
+  std::vector<float> head_x_, logits_;
   std::vector<std::vector<float>> scores_;     // per pool thread
 };
 

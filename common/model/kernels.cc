@@ -37,7 +37,8 @@ float DotF32(const float* a, const float* b, int64_t n) {
   return (s0 + s1) + (s2 + s3);
 }
 
-void RowsF32Scalar(const MatView& w, const float* x, const ki::QuantizedActs&, int T, float* y,
+void RowsF32Scalar(const MatView& w, const float* x, const ki::QuantizedActs&, int T, ki::Segments,
+                    float* y,
                    int64_t r0, int64_t r1) {
   const auto* base = static_cast<const float*>(w.data);
   for (int64_t r = r0; r < r1; ++r) {
@@ -46,7 +47,8 @@ void RowsF32Scalar(const MatView& w, const float* x, const ki::QuantizedActs&, i
   }
 }
 
-void RowsF16Scalar(const MatView& w, const float* x, const ki::QuantizedActs&, int T, float* y,
+void RowsF16Scalar(const MatView& w, const float* x, const ki::QuantizedActs&, int T, ki::Segments,
+                    float* y,
                    int64_t r0, int64_t r1) {
   const auto* base = static_cast<const uint16_t*>(w.data);
   std::vector<float> row(w.cols);
@@ -57,7 +59,8 @@ void RowsF16Scalar(const MatView& w, const float* x, const ki::QuantizedActs&, i
   }
 }
 
-void RowsQ8_0Scalar(const MatView& w, const float* x, const ki::QuantizedActs& a, int T, float* y,
+void RowsQ8_0Scalar(const MatView& w, const float* x, const ki::QuantizedActs& a, int T, ki::Segments,
+                    float* y,
                     int64_t r0, int64_t r1) {
   const auto* base = static_cast<const BlockQ8_0*>(w.data);
   const int64_t nb = a.n_blocks;
@@ -78,7 +81,8 @@ void RowsQ8_0Scalar(const MatView& w, const float* x, const ki::QuantizedActs& a
   }
 }
 
-void RowsQ4_0Scalar(const MatView& w, const float* x, const ki::QuantizedActs& a, int T, float* y,
+void RowsQ4_0Scalar(const MatView& w, const float* x, const ki::QuantizedActs& a, int T, ki::Segments,
+                    float* y,
                     int64_t r0, int64_t r1) {
   const auto* base = static_cast<const BlockQ4_0*>(w.data);
   const int64_t nb = a.n_blocks;
@@ -267,13 +271,18 @@ void ForceSimdLevel(SimdLevel level) {
 
 SimdLevel ActiveSimdLevel() { return ActiveLevelStorage().load(std::memory_order_relaxed); }
 
-void MatMul(const MatView& w, const float* x, int T, float* y, ThreadPool* pool) {
-  MatMulMany(std::span<const MatView>(&w, 1), x, T, std::span<float* const>(&y, 1), pool);
+void MatMul(const MatView& w, const float* x, int T, float* y, ThreadPool* pool,
+            std::span<const int32_t> segments) {
+  MatMulMany(std::span<const MatView>(&w, 1), x, T, std::span<float* const>(&y, 1), pool,
+             segments);
 }
 
 void MatMulMany(std::span<const MatView> ws, const float* x, int T, std::span<float* const> ys,
-                ThreadPool* pool) {
+                ThreadPool* pool, std::span<const int32_t> segments) {
   assert(T >= 1);
+  // A single segment is the whole batch.
+  const ki::Segments segs{segments.data(),
+                          segments.size() > 1 ? static_cast<int>(segments.size()) : 0};
   assert(ws.size() == ys.size());
   const ki::KernelSet& k = KernelsFor(ActiveSimdLevel());
 
@@ -351,7 +360,7 @@ void MatMulMany(std::span<const MatView> ws, const float* x, int T, std::span<fl
 
   auto run = [&](int64_t task, int) {
     const Task& t = tasks[task];
-    products[t.m].rows_fn(ws[t.m], x, *products[t.m].acts, T, ys[t.m], t.r0, t.r1);
+    products[t.m].rows_fn(ws[t.m], x, *products[t.m].acts, T, segs, ys[t.m], t.r0, t.r1);
   };
   if (!parallel || tasks.size() == 1) {
     for (size_t i = 0; i < tasks.size(); ++i) run(static_cast<int64_t>(i), 0);

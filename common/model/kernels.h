@@ -36,8 +36,14 @@ SimdLevel ActiveSimdLevel();
 // x and y are row-major float32 with T rows. For Q8_0/Q4_0 the activations are quantized to Q8_0
 // per block of 32 first (as llama.cpp does), so results differ from an f32 reference by the
 // activation rounding. `pool` may be null (single thread).
-// REQUIRES: T >= 1, w.cols % BlockElements(w.type) == 0, y does not alias x.
-void MatMul(const MatView& w, const float* x, int T, float* y, ThreadPool* pool);
+// `segments` (row counts summing to T) splits the batch into independent sequences: each
+// segment's rows come out bit for bit as a separate call over that segment alone would give
+// them, while every weight is still read once for the whole batch (batching across sessions).
+// Empty: one segment.
+// REQUIRES: T >= 1, w.cols % BlockElements(w.type) == 0, y does not alias x; segments positive
+// and summing to T.
+void MatMul(const MatView& w, const float* x, int T, float* y, ThreadPool* pool,
+            std::span<const int32_t> segments = {});
 
 // ys[i] = ws[i] x for every i, with the same contract as MatMul for each product: the results
 // equal separate MatMul calls bit for bit. Faster than separate calls for matrices that share
@@ -47,7 +53,7 @@ void MatMul(const MatView& w, const float* x, int T, float* y, ThreadPool* pool)
 // REQUIRES: ws.size() == ys.size(); every matrix has the same cols; ys[i] holds T * ws[i].rows
 // floats and aliases neither x nor another ys[j].
 void MatMulMany(std::span<const MatView> ws, const float* x, int T, std::span<float* const> ys,
-                ThreadPool* pool);
+                ThreadPool* pool, std::span<const int32_t> segments = {});
 
 // Measures sustained memory read bandwidth (bytes/second) by streaming a buffer much larger than
 // the caches with all threads of `pool`. Takes about `seconds` of wall time.

@@ -96,15 +96,18 @@ inline void DenseRow(const W* row, const float* x, int64_t cols, float* out) {
 }
 
 template <typename W>
-void RowsDense(const MatView& w, const float* x, const QuantizedActs&, int T, float* y, int64_t r0,
-               int64_t r1) {
+void RowsDense(const MatView& w, const float* x, const QuantizedActs&, int T, Segments segs,
+               float* y, int64_t r0, int64_t r1) {
   const W* base = static_cast<const W*>(w.data);
   for (int64_t r = r0; r < r1; ++r) {
-    ForEachTGroup(T, [&](auto tb, int t0) {
-      constexpr int TB = decltype(tb)::value;
-      float out[TB];
-      DenseRow<TB>(base + r * w.cols, x + t0 * w.cols, w.cols, out);
-      for (int t = 0; t < TB; ++t) y[(t0 + t) * w.rows + r] = out[t];
+    ForEachSegment(T, segs, [&](int n, int s0) {
+      ForEachTGroup(n, [&](auto tb, int g0) {
+        constexpr int TB = decltype(tb)::value;
+        const int t0 = s0 + g0;
+        float out[TB];
+        DenseRow<TB>(base + r * w.cols, x + t0 * w.cols, w.cols, out);
+        for (int t = 0; t < TB; ++t) y[(t0 + t) * w.rows + r] = out[t];
+      });
     });
   }
 }
@@ -164,8 +167,8 @@ inline void Q4Row(const BlockQ4_0* row, const QuantizedActs& a, int t0, float* o
 }
 
 template <typename Block>
-void RowsQuant(const MatView& w, const float*, const QuantizedActs& a, int T, float* y, int64_t r0,
-               int64_t r1) {
+void RowsQuant(const MatView& w, const float*, const QuantizedActs& a, int T, Segments, float* y,
+               int64_t r0, int64_t r1) {
   const Block* base = static_cast<const Block*>(w.data);
   for (int64_t r = r0; r < r1; ++r) {
     const Block* row = base + r * a.n_blocks;

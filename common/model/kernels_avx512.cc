@@ -135,8 +135,8 @@ constexpr int64_t kDenseL1BurstBytes = 6 * 1024;
 
 // Rows [r0, r1) in groups of R (then single rows), for all T activation rows.
 template <typename W, int R>
-__attribute__((noinline)) void RowsDenseR(const MatView& w, const float* x, int T, float* y,
-                                          int64_t r0, int64_t r1) {
+__attribute__((noinline)) void RowsDenseR(const MatView& w, const float* x, int T, Segments segs,
+                                          float* y, int64_t r0, int64_t r1) {
   const W* base = static_cast<const W*>(w.data);
   const auto* bytes = reinterpret_cast<const char*>(base);
   const int64_t row_bytes = w.cols * static_cast<int64_t>(sizeof(W));
@@ -152,17 +152,22 @@ __attribute__((noinline)) void RowsDenseR(const MatView& w, const float* x, int 
     PrefetchLines<_MM_HINT_T0>(bytes, r * row_bytes, (r + kRows) * row_bytes);
     const char* pf = nullptr;
     if (r + (ahead_groups + 1) * R <= r1) pf = bytes + (r + ahead_groups * R) * row_bytes;
-    ForEachTGroup<kMaxDenseTB>(T, [&](auto tb, int t0) {
-      constexpr int TB = decltype(tb)::value;
-      // L2 prefetch: pf_lines lines per main-loop step cover one group of R rows.
-      const int64_t steps = w.cols / (16 * kUnroll<TB>);
-      const int pf_lines =
-          steps > 0 ? static_cast<int>((R * row_bytes + 64 * steps - 1) / (64 * steps)) : 0;
-      float out[kRows * TB];
-      DenseRows<TB, kRows>(base + r * w.cols, x + t0 * w.cols, w.cols, t0 == 0 ? pf : nullptr,
-                           pf_lines, out);
-      for (int k = 0; k < kRows; ++k)
-        for (int t = 0; t < TB; ++t) y[(t0 + t) * w.rows + r + k] = out[k * TB + t];
+    // Activation rows in groups within each segment (a segment's rows then see the order of
+    // operations a call over that segment alone gives them).
+    ForEachSegment(T, segs, [&](int n, int s0) {
+      ForEachTGroup<kMaxDenseTB>(n, [&](auto tb, int g0) {
+        constexpr int TB = decltype(tb)::value;
+        const int t0 = s0 + g0;
+        // L2 prefetch: pf_lines lines per main-loop step cover one group of R rows.
+        const int64_t steps = w.cols / (16 * kUnroll<TB>);
+        const int pf_lines =
+            steps > 0 ? static_cast<int>((R * row_bytes + 64 * steps - 1) / (64 * steps)) : 0;
+        float out[kRows * TB];
+        DenseRows<TB, kRows>(base + r * w.cols, x + t0 * w.cols, w.cols, t0 == 0 ? pf : nullptr,
+                             pf_lines, out);
+        for (int k = 0; k < kRows; ++k)
+          for (int t = 0; t < TB; ++t) y[(t0 + t) * w.rows + r + k] = out[k * TB + t];
+      });
     });
   };
   int64_t r = r0;
@@ -171,8 +176,8 @@ __attribute__((noinline)) void RowsDenseR(const MatView& w, const float* x, int 
 }
 
 template <typename W>
-void RowsDense(const MatView& w, const float* x, const QuantizedActs&, int T, float* y,
-               int64_t r0, int64_t r1) {
+void RowsDense(const MatView& w, const float* x, const QuantizedActs&, int T, Segments segs,
+               float* y, int64_t r0, int64_t r1) {
   const int64_t row_bytes = w.cols * static_cast<int64_t>(sizeof(W));
   if (std::is_same_v<W, float> && T == 1) {
     // F32 decode was already near the bandwidth bound one row at a time, without software
@@ -183,11 +188,11 @@ void RowsDense(const MatView& w, const float* x, const QuantizedActs&, int T, fl
       DenseRows<1, 1>(base + r * w.cols, x, w.cols, nullptr, 0, y + r);
     }
   } else if (T > 1 || 4 * row_bytes <= kDenseL1BurstBytes) {
-    RowsDenseR<W, 4>(w, x, T, y, r0, r1);
+    RowsDenseR<W, 4>(w, x, T, segs, y, r0, r1);
   } else if (2 * row_bytes <= kDenseL1BurstBytes) {
-    RowsDenseR<W, 2>(w, x, T, y, r0, r1);
+    RowsDenseR<W, 2>(w, x, T, segs, y, r0, r1);
   } else {
-    RowsDenseR<W, 1>(w, x, T, y, r0, r1);
+    RowsDenseR<W, 1>(w, x, T, segs, y, r0, r1);
   }
 }
 
@@ -408,8 +413,8 @@ __attribute__((noinline)) void RowsQuantTB(const MatView& w, const QuantizedActs
 }
 
 template <typename Block, typename Group>
-void RowsQuant(const MatView& w, const float*, const QuantizedActs& a, int T, float* y, int64_t r0,
-               int64_t r1) {
+void RowsQuant(const MatView& w, const float*, const QuantizedActs& a, int T, Segments, float* y,
+               int64_t r0, int64_t r1) {
   if (T <= kMaxQuantTB) {
     RowsQuantTB<Block, Group, kMaxQuantTB>(w, a, T, y, r0, r1);
   } else {

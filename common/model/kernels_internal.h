@@ -53,10 +53,33 @@ QuantizedActs LayoutQuantizedActs(void* scratch, int T, int64_t n_blocks);
 // Quantizes x [T][n_blocks * 32] into `a` (laid out by LayoutQuantizedActs); `offset` is
 // kQ8_0Offset or kQ4_0Offset, for the weight type the activations will meet.
 using QuantizeActsFn = void (*)(const float* x, int T, int offset, QuantizedActs* a);
+// The T activation rows of a call as consecutive segments (row counts summing to T; count 0
+// means one segment of T). Each segment's rows must come out exactly as a separate call over that
+// segment would give them: the F32/F16 kernels group activation rows per segment, since their
+// order of operations depends on the group size; the quantized kernels do not depend on it.
+struct Segments {
+  const int32_t* sizes = nullptr;
+  int count = 0;
+};
+
+// Calls f(n, t0) for each segment (n rows starting at row t0).
+template <typename F>
+inline void ForEachSegment(int T, Segments segs, F&& f) {
+  if (segs.count == 0) {
+    f(T, 0);
+    return;
+  }
+  int t0 = 0;
+  for (int i = 0; i < segs.count; ++i) {
+    f(static_cast<int>(segs.sizes[i]), t0);
+    t0 += segs.sizes[i];
+  }
+}
+
 // Computes y[t * w.rows + r] for r in [r0, r1) and all t < T. `a` is filled for quantized
 // weight types and unused (may be empty) for F32/F16, which read x directly.
-using RowsFn = void (*)(const MatView& w, const float* x, const QuantizedActs& a, int T, float* y,
-                        int64_t r0, int64_t r1);
+using RowsFn = void (*)(const MatView& w, const float* x, const QuantizedActs& a, int T,
+                        Segments segs, float* y, int64_t r0, int64_t r1);
 // Reads `bytes` (a multiple of 256, 64-byte aligned) as fast as possible; returns a value that
 // depends on the data so the loads cannot be optimized away.
 // Reads `bytes` as `streams` equal, concurrently advancing sequential streams (1, 2 or 4; each

@@ -27,8 +27,7 @@ TargetVerifier::TargetVerifier(const model::Model& target, model::KvCache cache,
                                const model::SamplerOptions& sampling, int layer_begin)
     : target_(target), layer_begin_(layer_begin), cache_(std::move(cache)), sampler_(sampling) {}
 
-absl::Status TargetVerifier::CommitStates(model::Engine& engine, std::span<const float> states,
-                                          int rows) {
+absl::Status TargetVerifier::AppendStates(std::span<const float> states, int rows) {
   if (layer_begin_ == 0) return absl::FailedPreconditionError("states are for split mode");
   if (!committed_.empty()) return absl::FailedPreconditionError("states commit a new sequence only");
   const int dim = target_.config().dim;
@@ -41,15 +40,11 @@ absl::Status TargetVerifier::CommitStates(model::Engine& engine, std::span<const
                                                      " positions exceed ", cache_.capacity()));
   }
   committed_.assign(rows + 1, -1);
-  if (rows == 0) return absl::OkStatus();
-  model::ForwardRequest req;
-  req.layer_begin = layer_begin_;
-  req.hidden = states;
-  req.logits = model::LogitsMode::kNone;
-  return engine.Forward(req, &cache_, &out_);
+  prefill_states_.assign(states.begin(), states.end());
+  return absl::OkStatus();
 }
 
-absl::Status TargetVerifier::Commit(model::Engine& engine, std::span<const int32_t> tokens) {
+absl::Status TargetVerifier::Append(std::span<const int32_t> tokens) {
   if (layer_begin_ > 0) return absl::FailedPreconditionError("split mode commits states, not ids");
   const int vocab = target_.config().vocab_size;
   for (size_t i = 0; i < tokens.size(); ++i) {
@@ -65,12 +60,54 @@ absl::Status TargetVerifier::Commit(model::Engine& engine, std::span<const int32
         cache_.capacity()));
   }
   committed_.insert(committed_.end(), tokens.begin(), tokens.end());
-  const int pending = static_cast<int>(committed_.size()) - 1 - cache_.length();
-  if (pending <= 0) return absl::OkStatus();
-  model::ForwardRequest req;
-  req.tokens = std::span<const int32_t>(committed_.data() + cache_.length(), pending);
-  req.logits = model::LogitsMode::kNone;
-  return engine.Forward(req, &cache_, &out_);
+  return absl::OkStatus();
+}
+
+int TargetVerifier::PendingPrefill() const {
+  return std::max(0, static_cast<int>(committed_.size()) - 1 - cache_.length());
+}
+
+bool TargetVerifier::BeginPrefill(int max_rows, model::BatchItem* item) {
+  const int pending = std::min(PendingPrefill(), std::max(1, max_rows));
+  if (PendingPrefill() == 0) return false;
+  const int from = cache_.length();
+  item->request = model::ForwardRequest{};
+  item->request.layer_begin = layer_begin_;
+  item->request.logits = model::LogitsMode::kNone;
+  if (layer_begin_ > 0) {
+    const size_t dim = target_.config().dim;
+    item->request.hidden =
+        std::span<const float>(prefill_states_.data() + from * dim, pending * dim);
+  } else {
+    item->request.tokens = std::span<const int32_t>(committed_.data() + from, pending);
+  }
+  item->cache = &cache_;
+  item->result = &out_;
+  return true;
+}
+
+absl::Status TargetVerifier::EndPrefill(const absl::Status& pass) {
+  if (PendingPrefill() == 0) prefill_states_.clear();
+  return pass;
+}
+
+absl::Status TargetVerifier::CommitStates(model::Engine& engine, std::span<const float> states,
+                                          int rows) {
+  RETURN_IF_ERROR(AppendStates(states, rows));
+  model::BatchItem item;
+  while (BeginPrefill(cache_.capacity(), &item)) {
+    RETURN_IF_ERROR(EndPrefill(engine.Forward(item.request, item.cache, item.result)));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status TargetVerifier::Commit(model::Engine& engine, std::span<const int32_t> tokens) {
+  RETURN_IF_ERROR(Append(tokens));
+  model::BatchItem item;
+  while (BeginPrefill(cache_.capacity(), &item)) {
+    RETURN_IF_ERROR(EndPrefill(engine.Forward(item.request, item.cache, item.result)));
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<VerifyResult> TargetVerifier::VerifyRound(model::Engine& engine,
@@ -80,7 +117,23 @@ absl::StatusOr<VerifyResult> TargetVerifier::VerifyRound(model::Engine& engine,
                                                          model::ForwardResult* pass,
                                                          std::span<const float> states,
                                                          std::span<const int32_t> context) {
+  model::BatchItem item;
+  RETURN_IF_ERROR(BeginRound(drafts, parents, q, &item, states, context, pass != nullptr));
+  absl::StatusOr<VerifyResult> verdict =
+      EndRound(engine.Forward(item.request, item.cache, item.result));
+  if (verdict.ok() && pass != nullptr) std::swap(*pass, out_);
+  return verdict;
+}
+
+absl::Status TargetVerifier::BeginRound(std::span<const int32_t> drafts,
+                                        std::span<const int32_t> parents, const DraftProbs& q,
+                                        model::BatchItem* item, std::span<const float> states,
+                                        std::span<const int32_t> context, bool want_hidden) {
   if (committed_.empty()) return absl::FailedPreconditionError("no committed tokens yet");
+  if (PendingPrefill() > 0) {
+    return absl::FailedPreconditionError(absl::StrCat(PendingPrefill(),
+                                                      " committed positions are not run yet"));
+  }
   const int n = static_cast<int>(drafts.size());
   const int m = static_cast<int>(context.size());
   const int vocab = target_.config().vocab_size;
@@ -115,9 +168,9 @@ absl::StatusOr<VerifyResult> TargetVerifier::VerifyRound(model::Engine& engine,
   // The tree: node 0 is the last committed token (the last context token when there is
   // context), drafts follow (parents shifted by one). In split mode the root's id may be
   // unknown; it is never compared.
-  DraftTree tree;
-  tree.tokens.push_back(std::max(0, m > 0 ? context.back() : committed_.back()));
-  tree.parents.push_back(-1);
+  DraftTree& tree = tree_;
+  tree.tokens.assign(1, std::max(0, m > 0 ? context.back() : committed_.back()));
+  tree.parents.assign(1, -1);
   const bool chain = parents.empty();
   if (!chain && parents.size() != drafts.size()) {
     return absl::InvalidArgumentError(absl::StrCat("the draft has ", n, " tokens but ",
@@ -147,29 +200,30 @@ absl::StatusOr<VerifyResult> TargetVerifier::VerifyRound(model::Engine& engine,
   }
   // Draft distributions come one per draft position; verification wants one per tree node (node
   // i's children were drawn from row i), so the unused leaf row repeats the last.
-  DraftProbs q_nodes;
-  const DraftProbs* qp = &q;
+  q_nodes_ = DraftProbs{};
+  round_q_ = &q;
   if (q.kind == DraftProbKind::kFull && q.full.rows == n && n > 0) {
     if (!chain || q.full.cols != vocab) {
       return absl::InvalidArgumentError("full draft probabilities need a chain of vocabulary-wide rows");
     }
     q_full_.assign(q.full.data, q.full.data + static_cast<size_t>(n) * vocab);
     q_full_.insert(q_full_.end(), q_full_.end() - vocab, q_full_.end());
-    q_nodes.kind = DraftProbKind::kFull;
-    q_nodes.full = Rows{q_full_.data(), n + 1, vocab};
-    qp = &q_nodes;
+    q_nodes_.kind = DraftProbKind::kFull;
+    q_nodes_.full = Rows{q_full_.data(), n + 1, vocab};
+    round_q_ = &q_nodes_;
   } else if (q.kind == DraftProbKind::kSparse && static_cast<int>(q.sparse.size()) == n && n > 0) {
-    q_nodes.kind = DraftProbKind::kSparse;
-    q_nodes.sparse = q.sparse;
-    q_nodes.sparse.push_back(q.sparse.back());
-    qp = &q_nodes;
+    q_nodes_.kind = DraftProbKind::kSparse;
+    q_nodes_.sparse = q.sparse;
+    q_nodes_.sparse.push_back(q.sparse.back());
+    round_q_ = &q_nodes_;
   } else if (q.kind != DraftProbKind::kIdsOnly) {
     return absl::InvalidArgumentError(absl::StrCat("draft probabilities for ", n,
                                                    " draft tokens have the wrong shape"));
   }
-  model::ForwardResult& out = pass != nullptr ? *pass : out_;
-  const int base = cache_.length();
-  model::ForwardRequest req;
+  round_base_ = cache_.length();
+  round_context_.assign(context.begin(), context.end());
+  model::ForwardRequest& req = item->request;
+  req = model::ForwardRequest{};
   if (layer_begin_ > 0) {
     req.layer_begin = layer_begin_;
     req.hidden = states;
@@ -183,12 +237,25 @@ absl::StatusOr<VerifyResult> TargetVerifier::VerifyRound(model::Engine& engine,
   }
   if (!chain) req.parents = tree.parents;
   req.logits = model::LogitsMode::kAll;
-  req.return_hidden = pass != nullptr;
-  RETURN_IF_ERROR(engine.Forward(req, &cache_, &out));
+  req.return_hidden = want_hidden;
+  item->cache = &cache_;
+  item->result = &out_;
+  round_open_ = true;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<VerifyResult> TargetVerifier::EndRound(const absl::Status& pass) {
+  if (!round_open_) return absl::FailedPreconditionError("no round begun");
+  round_open_ = false;
+  RETURN_IF_ERROR(pass);
   ++forward_passes_;
+  const DraftTree& tree = tree_;
+  const int m = static_cast<int>(round_context_.size());
+  const int base = round_base_;
+  const model::ForwardResult& out = out_;
 
   // The verification rows: the tree's root (the last context token, row m) and its nodes.
-  const int rows = n + 1;
+  const int rows = static_cast<int>(tree.tokens.size());
   const float* logits = out.data.data() + static_cast<size_t>(m) * out.cols;
   absl::StatusOr<VerifyResult> verdict;
   if (sampler_.greedy()) {
@@ -199,7 +266,7 @@ absl::StatusOr<VerifyResult> TargetVerifier::VerifyRound(model::Engine& engine,
       sampler_.Distribution(out.Row(m + r), &p_);
       std::copy(p_.begin(), p_.end(), p_rows_.begin() + static_cast<size_t>(r) * out.cols);
     }
-    verdict = VerifySampled(tree, Rows{p_rows_.data(), rows, out.cols}, *qp, sampler_.rng());
+    verdict = VerifySampled(tree, Rows{p_rows_.data(), rows, out.cols}, *round_q_, sampler_.rng());
   }
   if (!verdict.ok()) {
     (void)cache_.Truncate(base);  // leave the sequence as it was
@@ -208,7 +275,7 @@ absl::StatusOr<VerifyResult> TargetVerifier::VerifyRound(model::Engine& engine,
   // Keep the committed prefix, the root, the context and the accepted path; the next token is
   // fed next round.
   RETURN_IF_ERROR(cache_.KeepPath(base + m, verdict->path));
-  committed_.insert(committed_.end(), context.begin(), context.end());
+  committed_.insert(committed_.end(), round_context_.begin(), round_context_.end());
   for (int32_t token : verdict->Emitted(tree)) committed_.push_back(token);
   return verdict;
 }

@@ -55,6 +55,34 @@ class TargetVerifier {
                                            std::span<const float> states = {},
                                            std::span<const int32_t> context = {});
 
+  // --- Batched use ---------------------------------------------------------------------------
+  // The verifier's engine worker runs many sessions' passes together (Engine::ForwardBatch), so
+  // each call above also comes in halves: Begin* checks its input and fills `item` with the pass
+  // it needs; the caller runs the item, alone or in a batch; End* takes the item's status and
+  // finishes. Between the halves the sequence must not be touched, and the inputs given to Begin*
+  // (drafts, q, states, context) must stay valid. The one-call forms above are Begin, Forward, End.
+
+  // Appends committed tokens without running them (the prefill passes below do): the checks of
+  // Commit.
+  absl::Status Append(std::span<const int32_t> tokens);
+  // Split mode: the checks of CommitStates; keeps a copy of the states for the prefill passes.
+  absl::Status AppendStates(std::span<const float> states, int rows);
+  // Positions appended but not yet run through the target.
+  int PendingPrefill() const;
+  // Fills `item` with a pass over up to `max_rows` pending positions (a prefill chunk, no head).
+  // False when none is pending.
+  bool BeginPrefill(int max_rows, model::BatchItem* item);
+  absl::Status EndPrefill(const absl::Status& pass);
+  // The checks of VerifyRound, then `item` holds its pass (FailedPrecondition while a prefill is
+  // pending). With `want_hidden` the pass returns the target's final hidden states, which
+  // EndRound leaves in pass_result().
+  absl::Status BeginRound(std::span<const int32_t> drafts, std::span<const int32_t> parents,
+                          const DraftProbs& q, model::BatchItem* item,
+                          std::span<const float> states = {},
+                          std::span<const int32_t> context = {}, bool want_hidden = false);
+  absl::StatusOr<VerifyResult> EndRound(const absl::Status& pass);
+  const model::ForwardResult& pass_result() const { return out_; }
+
   // Committed ids; in split mode the ids of committed states are unknown and read as -1.
   const std::vector<int32_t>& committed() const { return committed_; }
   int layer_begin() const { return layer_begin_; }
@@ -77,6 +105,14 @@ class TargetVerifier {
   model::ForwardResult out_;
   std::vector<float> p_rows_, p_, q_full_;
   std::vector<int32_t> batch_;  // the pass's token ids: root, context, drafts
+  std::vector<float> prefill_states_;  // split mode: the appended states not yet run
+  // The round between BeginRound and EndRound.
+  DraftTree tree_;
+  DraftProbs q_nodes_;
+  const DraftProbs* round_q_ = nullptr;
+  std::vector<int32_t> round_context_;
+  int round_base_ = 0;
+  bool round_open_ = false;
 };
 
 }  // namespace tandem::spec

@@ -409,6 +409,43 @@ TEST_F(KernelsTest, RowsDoNotDependOnTheirNeighbours) {
   }
 }
 
+// Batching across sessions: one call over several sequences' rows (segments) must give each
+// sequence exactly the bits a call over its rows alone gives, for every type and level, whatever
+// the segment sizes (1 and 2 take the unrolled single-row paths, 9 spans two groups) and wherever
+// a segment falls in the batch.
+TEST_F(KernelsTest, SegmentsEqualSeparateCalls) {
+  constexpr int64_t kRows = 67;
+  constexpr int64_t kCols = 320;
+  const std::vector<std::vector<int32_t>> layouts = {
+      {1, 1, 1}, {5, 1, 2}, {2, 9, 1, 3}, {1, 8, 7}, {3, 3, 3, 3, 3, 3}, {16}};
+  ThreadPool pool(2);
+  uint32_t seed = 1300;
+  for (GgmlType type : kTypes) {
+    const Weights w = MakeWeights(type, kRows, kCols, seed++);
+    for (SimdLevel level : Levels()) {
+      ForceSimdLevel(level);
+      for (const std::vector<int32_t>& segs : layouts) {
+        int T = 0;
+        for (int32_t n : segs) T += n;
+        SCOPED_TRACE(Describe(level, type, T, kRows, kCols, 2) + " segments " +
+                     std::to_string(segs.size()));
+        const std::vector<float> x = RandomFloats(T * kCols, seed++);
+        std::vector<float> batched(T * kRows, std::nanf(""));
+        MatMul(w.view, x.data(), T, batched.data(), &pool, segs);
+        int t0 = 0;
+        for (int32_t n : segs) {
+          std::vector<float> alone(n * kRows, std::nanf(""));
+          MatMul(w.view, x.data() + t0 * kCols, n, alone.data(), nullptr);
+          ASSERT_EQ(0, std::memcmp(alone.data(), batched.data() + t0 * kRows,
+                                   alone.size() * sizeof(float)))
+              << "segment at row " << t0 << " of " << n << " rows";
+          t0 += n;
+        }
+      }
+    }
+  }
+}
+
 TEST_F(KernelsTest, ZeroRowsIsANoOp) {
   const std::vector<float> x(64, 1.0f);
   MatMul(MatView{GgmlType::kQ8_0, nullptr, 0, 64}, x.data(), 2, nullptr, nullptr);
