@@ -56,11 +56,23 @@ const IntSetting kInts[] = {
      [](VerifierConfig& c) { return &c.limits.max_tree_nodes; }},
     {"limits", "max_message_bytes", "max-message-bytes", 1024, 1 << 30,
      [](VerifierConfig& c) { return &c.limits.max_message_bytes; }},
+    {"limits", "kv_budget_mb", "kv-budget-mb", 0, 1 << 24,
+     [](VerifierConfig& c) { return &c.kv_budget_mb; }},
+    {"batching", "max_batch_tokens", "max-batch-tokens", 1, 1 << 16,
+     [](VerifierConfig& c) { return &c.batching.max_batch_tokens; }},
+    {"batching", "prefill_chunk", "prefill-chunk", 1, 1 << 16,
+     [](VerifierConfig& c) { return &c.batching.prefill_chunk; }},
 };
 const DoubleSetting kDoubles[] = {
     {"", "grace_s", "grace-s", 0, 3600, false, [](VerifierConfig& c) { return &c.grace_s; }},
     {"limits", "idle_ttl_s", "idle-ttl-s", 0.01, 7 * 86400, false,
      [](VerifierConfig& c) { return &c.limits.idle_ttl_s; }},
+    {"limits", "max_queue_delay_s", "max-queue-delay-s", 0, 3600, false,
+     [](VerifierConfig& c) { return &c.limits.max_queue_delay_s; }},
+    {"batching", "window_ms", "batch-window-ms", 0, 1000, false,
+     [](VerifierConfig& c) { return &c.batch_window_ms; }},
+    {"", "drain_handback_delay_s", "drain-handback-delay-s", 0, 3600, false,
+     [](VerifierConfig& c) { return &c.drain_handback_delay_s; }},
 };
 const StringSetting kStrings[] = {
     {"", "listen", "listen", false, [](VerifierConfig& c) { return &c.listen; }},
@@ -77,6 +89,7 @@ const StringSetting kStrings[] = {
     {"tls", "client_ca", "tls-client-ca", true, [](VerifierConfig& c) { return &c.tls_client_ca; }},
     {"auth", "tokens_file", "auth-tokens-file", true,
      [](VerifierConfig& c) { return &c.auth_tokens_file; }},
+    {"batching", "mode", "batching", false, [](VerifierConfig& c) { return &c.batching_mode; }},
 };
 
 std::string KeyPath(const char* section, const std::string& key) {
@@ -99,12 +112,12 @@ class YamlReader {
   absl::Status Read(const YAML::Node& root, VerifierConfig* c) {
     if (root.IsNull()) return absl::OkStatus();  // an empty file
     if (!root.IsMap()) return Error(root, "the configuration must be a mapping of keys to values");
-    std::set<std::string> top = {"tls", "auth", "limits", "tenants"};
+    std::set<std::string> top = {"tls", "auth", "limits", "tenants", "batching"};
     for (const auto& s : kInts) if (!*s.section) top.insert(s.key);
     for (const auto& s : kDoubles) if (!*s.section) top.insert(s.key);
     for (const auto& s : kStrings) if (!*s.section) top.insert(s.key);
     RETURN_IF_ERROR(Section(root, "", top, c));
-    for (const char* section : {"tls", "auth", "limits"}) {
+    for (const char* section : {"tls", "auth", "limits", "batching"}) {
       if (!root[section] || root[section].IsNull()) continue;
       const YAML::Node node = root[section];
       if (!node.IsMap()) return Error(node, absl::StrCat("'", section, "' must be a mapping"));
@@ -130,7 +143,8 @@ class YamlReader {
       }
       const YAML::Node& value = kv.second;
       if (value.IsNull()) continue;  // unset: the default stays
-      if (!*section && (key == "tls" || key == "auth" || key == "limits" || key == "tenants")) {
+      if (!*section && (key == "tls" || key == "auth" || key == "limits" || key == "tenants" ||
+                        key == "batching")) {
         continue;  // a nested section, read by the caller
       }
       const std::string path = KeyPath(section, key);
@@ -284,7 +298,25 @@ absl::Status ValidateVerifierConfig(const VerifierConfig& c) {
     return absl::InvalidArgumentError("--tls-client-ca needs --tls-cert and --tls-key");
   }
   RETURN_IF_ERROR(obs::ValidateLogLevel(c.log_level));
+  if (c.batching_mode != "on" && c.batching_mode != "off") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("batching must be 'on' or 'off', got '", c.batching_mode, "'"));
+  }
   return absl::OkStatus();
+}
+
+BatchingOptions VerifierConfig::Batching() const {
+  BatchingOptions b = batching;
+  b.enabled = batching_mode == "on";
+  b.window_s = batch_window_ms / 1000.0;
+  b.prefill_chunk = std::min(b.prefill_chunk, b.max_batch_tokens);
+  return b;
+}
+
+VerifierLimits VerifierConfig::Limits() const {
+  VerifierLimits l = limits;
+  l.kv_budget_bytes = static_cast<uint64_t>(kv_budget_mb) << 20;
+  return l;
 }
 
 absl::StatusOr<VerifierConfig> VerifierConfigFromArgs(const std::vector<std::string>& args) {

@@ -14,6 +14,9 @@
 //                                 on line 2                                    --port-file
 //   metrics_port_file: FILE       written once serving: the metrics port      --metrics-port-file
 //   grace_s: S                    drain time on SIGTERM [0, 3600]             --grace-s
+//   drain_handback_delay_s: S     on SIGTERM, running sessions are handed back to their edges
+//                                 (to resume on another replica) after S [0, 3600]; at or
+//                                 above grace_s never                 --drain-handback-delay-s
 //   log_level: LEVEL              trace|debug|info|warn|error|critical|off     --log-level
 //   tls: {cert: FILE, key: FILE, client_ca: FILE}
 //                                 server certificate and key (TLS); client_ca turns on mutual TLS
@@ -28,6 +31,15 @@
 //     max_tree_nodes: N           nodes per tree round [0, 4096]              --max-tree-nodes
 //     max_message_bytes: N        largest message from an edge [1024, 2^30]   --max-message-bytes
 //     idle_ttl_s: S               a session silent this long is ended (0.01 .. 604800) --idle-ttl-s
+//     kv_budget_mb: N             KV cache memory of all sessions [0, 2^24]; 0: max_sessions
+//                                 full-context sessions, at most half the RAM --kv-budget-mb
+//     max_queue_delay_s: S        refuse new sessions (overloaded) while the engine queue wait
+//                                 is above this; 0 = off [0, 3600]           --max-queue-delay-s
+//   batching:                     the engine worker (cloud/engine_worker.h)
+//     mode: on|off                batch sessions' passes into one forward     --batching
+//     max_batch_tokens: N         positions per batched pass [1, 65536]      --max-batch-tokens
+//     window_ms: MS               longest wait for more sessions' work [0, 1000] --batch-window-ms
+//     prefill_chunk: N            prompt positions per pass [1, 65536]       --prefill-chunk
 //   tenants:                      per-tenant overrides (names as in the tokens file)
 //     NAME: {max_sessions: N}     [0, 2^20]; 0 disables the tenant (PERMISSION_DENIED)
 //
@@ -61,6 +73,19 @@ struct VerifierConfig {
   std::string tls_cert, tls_key, tls_client_ca;
   std::string auth_tokens_file;  // empty: auth off
   VerifierLimits limits;         // limits and per-tenant quotas
+  int kv_budget_mb = 0;          // into limits.kv_budget_bytes by Limits()
+  std::string batching_mode = "on";
+  BatchingOptions batching;
+  double batch_window_ms = 1.0;
+
+  // The worker's and the service's settings, units resolved.
+  BatchingOptions Batching() const;
+  VerifierLimits Limits() const;
+  // On SIGTERM, this long after the health signals go down (long enough for a load balancer's
+  // checks to take the replica out), running sessions are handed back: ended with UNAVAILABLE so
+  // that their edges resume on another replica. At or above grace_s: never; sessions run until
+  // the grace ends.
+  double drain_handback_delay_s = 1.0;
 };
 
 // Parses YAML text; `source` names it in errors, `base_dir` anchors relative paths.

@@ -5,7 +5,10 @@
 //                   [--tls-cert F --tls-key F [--tls-client-ca F]] [--auth-tokens-file F]
 //                   [--max-sessions N] [--max-sessions-per-tenant N] [--max-tokens-per-session N]
 //                   [--max-draft-tokens N] [--max-tree-nodes N] [--max-message-bytes N]
-//                   [--idle-ttl-s S] [--grace-s S] [--log-level L]
+//                   [--kv-budget-mb N] [--max-queue-delay-s S]
+//                   [--batching on|off] [--max-batch-tokens N] [--batch-window-ms MS]
+//                   [--prefill-chunk N]
+//                   [--idle-ttl-s S] [--grace-s S] [--drain-handback-delay-s S] [--log-level L]
 //                   [--port-file F] [--metrics-port-file F]
 //
 // The YAML file is read first and flags override it (schema: cloud/verifier_config.h, example:
@@ -16,15 +19,27 @@
 // --port-file gets the gRPC port on line 1 and the metrics port on line 2 (0 without metrics);
 // --metrics-port-file gets the metrics port alone. Both are also in the start-up log line.
 //
-// SIGTERM or SIGINT: health goes NOT_SERVING, new sessions are refused, running ones get
-// --grace-s seconds to finish, then the process exits 0.
+// Health for load balancers: GET /healthz on the metrics listener serves the gauge
+// `tandem_serving` alone (1, then 0 once draining); /metrics has it too. The gRPC health service
+// (grpc.health.v1) says the same.
+//
+// SIGTERM or SIGINT: health goes NOT_SERVING (tandem_serving 0) and the gRPC listener closes, so
+// new sessions go elsewhere. After --drain-handback-delay-s (default 1; long enough for a load
+// balancer's health check to notice) the running sessions are handed back: ended with
+// UNAVAILABLE "verifier draining: resume on another replica", and their edges resume on another
+// replica by replaying their prefix. The process exits 0 once no session is left, or when
+// --grace-s has passed (the sessions still running are then cancelled).
+#include <condition_variable>
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
+#include <thread>
 
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <malloc.h>
 #include <spdlog/spdlog.h>
 
 #include "absl/strings/str_cat.h"
@@ -94,14 +109,20 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  cloud::EngineWorker worker(**model, c.threads);
-  cloud::VerifierService service(**model, name, &worker, c.limits, auth);
+  // KV caches are large and come and go with sessions: serve them from mmap so that memory
+  // returns to the system when a session ends (glibc would otherwise raise its mmap threshold
+  // after the first free and keep later caches on the heap).
+  mallopt(M_MMAP_THRESHOLD, 1 << 20);
+  cloud::EngineWorker worker(**model, c.threads, c.Batching());
+  cloud::VerifierService service(**model, name, &worker, c.Limits(), auth);
   std::unique_ptr<obs::MetricsEndpoint> metrics;
   if (!c.metrics_listen.empty()) {
     auto m = obs::MetricsEndpoint::Start(c.metrics_listen);
     if (!m.ok()) return Fail(m.status(), absl::IsInvalidArgument(m.status()) ? 2 : 1);
     metrics = std::move(*m);
     metrics->Register(service.metrics().registry());
+    metrics->Register(service.metrics().health_registry());
+    metrics->Register(service.metrics().health_registry(), "/healthz");
   }
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
@@ -118,11 +139,13 @@ int main(int argc, char** argv) {
   const char* tls = c.tls_cert.empty() ? "off" : c.tls_client_ca.empty() ? "on" : "mutual";
   spdlog::info(
       "serving {} on port {} ({} engine threads, tls {}, auth {}, metrics {}, max {} sessions, "
-      "{} per tenant, idle ttl {} s)",
+      "{} per tenant, idle ttl {} s, batching {} (max {} tokens, window {} ms), KV budget {} MiB)",
       name, port, c.threads, tls,
       auth ? absl::StrCat(auth->tenants().size(), " tenants") : std::string("off"),
       metrics ? absl::StrCat("on port ", metrics_port, " /metrics") : std::string("off"),
-      c.limits.max_sessions, c.limits.max_sessions_per_tenant, c.limits.idle_ttl_s);
+      c.limits.max_sessions, c.limits.max_sessions_per_tenant, c.limits.idle_ttl_s,
+      c.batching_mode, c.batching.max_batch_tokens, c.batch_window_ms,
+      service.kv_budget_bytes() >> 20);
   if (!c.port_file.empty()) {
     if (absl::Status s = WriteFileAtomically(c.port_file, absl::StrCat(port, "\n", metrics_port, "\n"));
         !s.ok()) {
@@ -138,13 +161,35 @@ int main(int argc, char** argv) {
 
   int sig = 0;
   sigwait(&signals, &sig);
-  spdlog::info("signal {}: draining ({:.1f} s grace, {} active sessions)", sig, c.grace_s,
-               service.active_sessions());
+  spdlog::info("signal {}: draining ({:.1f} s grace, {} active sessions, hand-back after {:.1f} s)",
+               sig, c.grace_s, service.active_sessions(), c.drain_handback_delay_s);
   server->GetHealthCheckService()->SetServingStatus(false);
   service.StartDrain();
+  // The hand-back runs beside Shutdown, which returns as soon as the last session has ended.
+  std::mutex drain_mu;
+  std::condition_variable drain_cv;
+  bool stopped = false;
+  std::thread hand_back;
+  if (c.drain_handback_delay_s < c.grace_s) {
+    hand_back = std::thread([&] {
+      std::unique_lock<std::mutex> lock(drain_mu);
+      if (drain_cv.wait_for(lock, std::chrono::duration<double>(c.drain_handback_delay_s),
+                            [&] { return stopped; })) {
+        return;
+      }
+      const int n = service.HandBackSessions();
+      if (n > 0) spdlog::info("handing back {} sessions: their edges resume on another replica", n);
+    });
+  }
   server->Shutdown(std::chrono::system_clock::now() +
                    std::chrono::milliseconds(static_cast<int64_t>(c.grace_s * 1000)));
   server->Wait();
+  {
+    std::lock_guard<std::mutex> lock(drain_mu);
+    stopped = true;
+  }
+  drain_cv.notify_all();
+  if (hand_back.joinable()) hand_back.join();
   spdlog::info("stopped after {} verification passes", service.verify_passes());
   return 0;
 }

@@ -12,6 +12,7 @@ const char* OutcomeName(Outcome o) {
     case Outcome::kError: return "error";
     case Outcome::kIdleTimeout: return "idle_timeout";
     case Outcome::kDeadline: return "deadline";
+    case Outcome::kHandedBack: return "handed_back";
     default: return "unknown";
   }
 }
@@ -49,6 +50,22 @@ VerifierMetrics::VerifierMetrics(int max_positions, const std::vector<std::strin
   queue_wait_ = &BuildHistogram().Name("tandem_queue_wait_seconds")
                      .Help("Time a task waited for the engine worker.").Register(*registry_)
                      .Add({}, seconds);
+  engine_passes_ = counter("tandem_engine_passes_total",
+                           "Forward passes of the engine worker (a batch of sessions is one).");
+  engine_batch_sessions_ = &BuildHistogram().Name("tandem_engine_batch_sessions")
+                                .Help("Sessions in one forward pass of the engine worker.")
+                                .Register(*registry_)
+                                .Add({}, obs::ExponentialBuckets(1, 2, 10));
+  engine_batch_tokens_ = &BuildHistogram().Name("tandem_engine_batch_tokens")
+                              .Help("Positions in one forward pass of the engine worker.")
+                              .Register(*registry_)
+                              .Add({}, obs::ExponentialBuckets(1, 2, 12));
+  kv_budget_ = &BuildGauge().Name("tandem_kv_budget_bytes")
+                    .Help("KV cache memory all sessions together may reserve.")
+                    .Register(*registry_).Add({});
+  kv_reserved_ = &BuildGauge().Name("tandem_kv_reserved_bytes")
+                      .Help("KV cache memory reserved by open sessions.")
+                      .Register(*registry_).Add({});
   ttft_ = &BuildHistogram().Name("tandem_time_to_first_token_seconds")
                .Help("Cloud mode: from the prompt's arrival to the first token sent.")
                .Register(*registry_).Add({}, seconds);
@@ -86,6 +103,12 @@ VerifierMetrics::VerifierMetrics(int max_positions, const std::vector<std::strin
                   .Help("Refused calls and messages by reason.").Register(*registry_);
   for (const char* r : kRejectionReasons) rejections_[r] = &rej.Add({{"reason", r}});
   rejections_["other"] = &rej.Add({{"reason", "other"}});
+  // The help text must not read "tandem_serving 1": load balancers look for that string.
+  health_registry_ = std::make_shared<prometheus::Registry>();
+  serving_ = &BuildGauge().Name("tandem_serving")
+                  .Help("Whether this verifier takes new sessions (0 once draining).")
+                  .Register(*health_registry_).Add({});
+  serving_->Set(1);
 }
 
 void VerifierMetrics::CountVerify(int drafts, int accepted, double engine_seconds, int batch_tokens) {
@@ -95,6 +118,12 @@ void VerifierMetrics::CountVerify(int drafts, int accepted, double engine_second
   for (int i = 0; i < accepted && i < static_cast<int>(per_pos_.size()); ++i) per_pos_[i]->Increment();
   verify_duration_->Observe(engine_seconds);
   batch_tokens_->Observe(batch_tokens);
+}
+
+void VerifierMetrics::ObserveBatch(int sessions, int tokens) {
+  engine_passes_->Increment();
+  engine_batch_sessions_->Observe(sessions);
+  engine_batch_tokens_->Observe(tokens);
 }
 
 void VerifierMetrics::CountBytes(Direction d, MsgKind k, size_t bytes) {

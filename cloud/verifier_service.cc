@@ -7,50 +7,20 @@
 #include <cmath>
 #include <optional>
 
+#include <unistd.h>
+
 #include <spdlog/spdlog.h>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "common/codec/codec.h"
 #include "common/net/status.h"
 #include "common/spec/target_verifier.h"
 #include "common/util/clock.h"
+#include "common/util/status_macros.h"
 
 namespace tandem::cloud {
-
-EngineWorker::EngineWorker(const model::Model& model, int threads)
-    : pool_(threads), engine_(model, &pool_), thread_([this] { Loop(); }) {}
-
-EngineWorker::~EngineWorker() {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    stop_ = true;
-  }
-  cv_.notify_all();
-  thread_.join();
-}
-
-void EngineWorker::Post(std::function<void(model::Engine&)> task) {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    tasks_.push_back(std::move(task));
-  }
-  cv_.notify_one();
-}
-
-void EngineWorker::Loop() {
-  while (true) {
-    std::function<void(model::Engine&)> task;
-    {
-      std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait(lock, [this] { return stop_ || !tasks_.empty(); });
-      if (tasks_.empty()) return;  // stop_ and drained
-      task = std::move(tasks_.front());
-      tasks_.pop_front();
-    }
-    task(engine_);
-  }
-}
 
 namespace {
 
@@ -121,6 +91,16 @@ class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::Verif
                               absl::StrCat("session ", SessionName(), " idle for ", ttl,
                                            " s: ended by the verifier")),
                  Outcome::kIdleTimeout);
+  }
+
+  // A drain's hand-back: ends the session with UNAVAILABLE kHandBackMessage at its next safe
+  // point (now, or once its engine task returns), so that the edge resumes on another replica.
+  // A cloud session that has sent its last tokens is left to end by itself (OK). Called with the
+  // service's registry lock held, like CheckIdle.
+  void HandBack() {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (finished_ || sent_done_) return;
+    FinishLocked(grpc::Status(C::UNAVAILABLE, net::kHandBackMessage), Outcome::kHandedBack);
   }
 
   void OnReadDone(bool ok) override {
@@ -194,6 +174,7 @@ class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::Verif
       Outcome outcome = outcome_;
       if (cancel_outcome_ && outcome == Outcome::kOk) outcome = *cancel_outcome_;
       if (admitted_) service_->ReleaseSession(tenant_, outcome);
+      if (kv_bytes_ > 0) service_->ReleaseKv(kv_bytes_);
       spdlog::info(
           "session {} end: tenant={} mode={} outcome={} status={}{}{} rounds={} draft_tokens={} "
           "accepted={} context={} generated={} bytes_up={} bytes_down={} duration_s={:.3f}",
@@ -253,18 +234,25 @@ class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::Verif
     Finish(status);
   }
 
-  // Runs `work` on the engine worker; then, back under mu_, `then` (if the work succeeded and the
-  // stream is still wanted) or Finish with the work's error or the deferred status.
-  void PostLocked(std::function<grpc::Status(model::Engine&)> work, std::function<void()> then) {
+  // Runs one pass of this session on the engine worker, batched with other sessions' passes
+  // when batching is on: `begin` (worker thread) fills the pass (see PassJob), `end` (worker
+  // thread) takes its status and returns the session's; then, back under mu_, `then` (if all
+  // succeeded and the stream is still wanted) or Finish with the error or the deferred status.
+  void PostPassLocked(bool prefill, int rows,
+                      std::function<absl::StatusOr<bool>(model::BatchItem*)> begin,
+                      std::function<grpc::Status(const absl::Status&, const PassInfo&)> end,
+                      std::function<void()> then) {
     task_in_flight_ = true;
-    const double queued = MonotonicSeconds();
-    service_->worker()->Post([this, queued, work = std::move(work),
-                              then = std::move(then)](model::Engine& engine) {
-      const double start = MonotonicSeconds();
-      service_->metrics().ObserveQueueWait(start - queued);
-      task_queued_at_ = queued;
-      task_started_at_ = start;
-      grpc::Status s = work(engine);
+    PassJob job;
+    job.prefill = prefill;
+    job.rows = rows;
+    job.begin = std::move(begin);
+    job.end = [this, end = std::move(end), then = std::move(then)](const absl::Status& pass,
+                                                                    const PassInfo& info) {
+      service_->metrics().ObserveQueueWait(info.started_at - info.queued_at);
+      task_queued_at_ = info.queued_at;
+      task_started_at_ = info.started_at;
+      grpc::Status s = end(pass, info);
       std::lock_guard<std::mutex> lock(mu_);
       task_in_flight_ = false;
       last_activity_ = MonotonicSeconds();
@@ -279,7 +267,59 @@ class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::Verif
         return;
       }
       then();
-    });
+    };
+    service_->worker()->PostPass(std::move(job));
+  }
+
+  // Runs the session's pending prompt positions through the target, a chunk per pass (so a long
+  // prompt shares the engine with other sessions' rounds), then `then`.
+  void PostPrefillLocked(std::function<void()> then) {
+    const int chunk = std::max(1, service_->worker()->batching().prefill_chunk);
+    PostPassLocked(
+        /*prefill=*/true, std::min(chunk, verifier_->PendingPrefill()),
+        [this, chunk](model::BatchItem* item) -> absl::StatusOr<bool> {
+          return verifier_->BeginPrefill(chunk, item);
+        },
+        [this](const absl::Status& pass, const PassInfo&) {
+          return net::ToGrpcStatus(verifier_->EndPrefill(pass));
+        },
+        [this, then = std::move(then)] {
+          if (verifier_->PendingPrefill() > 0) {
+            PostPrefillLocked(then);
+          } else {
+            then();
+          }
+        });
+  }
+
+  // The context positions a session needs for a prompt of `prompt_positions`: the rest of a
+  // max_new_tokens budget when the edge gave one, plus one round of drafts, else the limit.
+  int SessionCapacity(int prompt_positions) const {
+    const VerifierLimits& l = service_->limits();
+    const int limit = std::min(service_->model().config().max_seq_len, l.max_tokens_per_session);
+    if (max_new_tokens_ == 0) return limit;
+    const int64_t want = static_cast<int64_t>(prompt_positions) + max_new_tokens_ +
+                         std::max(l.max_draft_tokens, l.max_tree_nodes) + 1;
+    return static_cast<int>(std::min<int64_t>(limit, want));
+  }
+
+  // Reserves the KV cache of a session for `prompt_positions` and creates its verifier.
+  grpc::Status CreateVerifier(int prompt_positions) {
+    const int capacity = SessionCapacity(prompt_positions);
+    if (prompt_positions >= capacity) {
+      return Reject("context_full", C::RESOURCE_EXHAUSTED,
+                    absl::StrCat("prompt of ", prompt_positions,
+                                 " positions leaves no room in a session of ", capacity,
+                                 " positions"));
+    }
+    const model::ModelConfig& c = service_->model().config();
+    const uint64_t bytes = model::KvCache::BytesFor(c, c.n_layers - split_layer_, capacity);
+    if (grpc::Status s = service_->ReserveKv(bytes); !s.ok()) return s;
+    kv_bytes_ = bytes;
+    auto verifier = spec::TargetVerifier::Create(service_->model(), capacity, sampling_, split_layer_);
+    if (!verifier.ok()) return net::ToGrpcStatus(verifier.status());
+    verifier_ = std::move(*verifier);
+    return grpc::Status::OK;
   }
 
   // --- messages ---------------------------------------------------------------------------------
@@ -344,13 +384,8 @@ class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::Verif
     admitted_ = true;
     mode_ = open.mode();
     max_new_tokens_ = open.max_new_tokens();
-    const int capacity = std::min(service_->model().config().max_seq_len,
-                                  service_->limits().max_tokens_per_session);
     split_layer_ = open.mode() == v1::MODE_SPLIT ? static_cast<int>(open.split_layer()) : 0;
-    auto verifier =
-        spec::TargetVerifier::Create(service_->model(), capacity, sampling, split_layer_);
-    if (!verifier.ok()) return net::ToGrpcStatus(verifier.status());
-    verifier_ = std::move(*verifier);
+    sampling_ = sampling;  // the verifier and its KV cache come with the prompt
     state_ = State::kExpectPrompt;
     session_id_ = absl::StrCat("s", service_->NextSessionId());
     v1::SessionOpened* opened = out_.mutable_opened();
@@ -376,26 +411,18 @@ class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::Verif
       return Reject("empty_prompt", C::INVALID_ARGUMENT, "empty prompt (it needs at least BOS)");
     }
     if (grpc::Status s = CheckIds(p.token_ids(), "prompt", "bad_token"); !s.ok()) return s;
-    if (p.token_ids_size() >= verifier_->Room() + 1 + static_cast<int>(verifier_->committed().size())) {
-      return Reject("context_full", C::RESOURCE_EXHAUSTED,
-                    absl::StrCat("prompt of ", p.token_ids_size(),
-                                 " tokens leaves no room in a session of ",
-                                 verifier_->Room() + 1, " positions"));
-    }
+    if (grpc::Status s = CreateVerifier(p.token_ids_size()); !s.ok()) return s;
     prompt_.assign(p.token_ids().begin(), p.token_ids().end());
+    if (absl::Status s = verifier_->Append(prompt_); !s.ok()) return net::ToGrpcStatus(s);
     prompt_at_ = MonotonicSeconds();
-    PostLocked(
-        [this](model::Engine& engine) {
-          return net::ToGrpcStatus(verifier_->Commit(engine, prompt_));
-        },
-        [this] {
-          state_ = State::kRounds;
-          ReadLocked();  // cloud mode: for a Close while tokens stream
-          if (mode_ == v1::MODE_CLOUD) {
-            last_token_at_ = 0;
-            PostStepLocked();
-          }
-        });
+    PostPrefillLocked([this] {
+      state_ = State::kRounds;
+      ReadLocked();  // cloud mode: for a Close while tokens stream
+      if (mode_ == v1::MODE_CLOUD) {
+        last_token_at_ = 0;
+        PostStepLocked();
+      }
+    });
     return grpc::Status::OK;
   }
 
@@ -437,21 +464,16 @@ class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::Verif
       return Reject("empty_prompt", C::INVALID_ARGUMENT, "split mode: the prompt needs its hidden states");
     }
     const int rows = static_cast<int>(p.hidden().rows());
-    if (rows + 1 > verifier_->Room() + 1) {
-      return Reject("context_full", C::RESOURCE_EXHAUSTED,
-                    absl::StrCat("prompt of ", rows + 1, " positions leaves no room in a session of ",
-                                 verifier_->Room() + 1, " positions"));
-    }
     if (grpc::Status s = DecodeHidden(p.hidden(), rows, &states_); !s.ok()) return s;
+    if (grpc::Status s = CreateVerifier(rows + 1); !s.ok()) return s;
+    if (absl::Status s = verifier_->AppendStates(states_, rows); !s.ok()) {
+      return net::ToGrpcStatus(s);
+    }
     prompt_at_ = MonotonicSeconds();
-    PostLocked(
-        [this, rows](model::Engine& engine) {
-          return net::ToGrpcStatus(verifier_->CommitStates(engine, states_, rows));
-        },
-        [this] {
-          state_ = State::kRounds;
-          ReadLocked();
-        });
+    PostPrefillLocked([this] {
+      state_ = State::kRounds;
+      ReadLocked();
+    });
     return grpc::Status::OK;
   }
 
@@ -588,11 +610,15 @@ class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::Verif
     }
     last_round_ = d.round();
     const double received = MonotonicSeconds();
-    PostLocked(
-        [this, tree](model::Engine& engine) {
-          const double start = MonotonicSeconds();
-          absl::StatusOr<spec::VerifyResult> r =
-              verifier_->VerifyRound(engine, drafts_, parents_, probs_, nullptr, states_, context_ids_);
+    PostPassLocked(
+        /*prefill=*/false, n + m + 1,
+        [this](model::BatchItem* item) -> absl::StatusOr<bool> {
+          RETURN_IF_ERROR(verifier_->BeginRound(drafts_, parents_, probs_, item, states_,
+                                                context_ids_));
+          return true;
+        },
+        [this, tree](const absl::Status& pass, const PassInfo& info) {
+          absl::StatusOr<spec::VerifyResult> r = verifier_->EndRound(pass);
           if (!r.ok()) {
             const char* reason = absl::IsResourceExhausted(r.status()) ? "context_full"
                                  : absl::IsInvalidArgument(r.status()) ? "bad_probs"
@@ -601,15 +627,10 @@ class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::Verif
             return net::ToGrpcStatus(r.status());
           }
           const int accepted = static_cast<int>(r->path.size());
-          const int pass_positions = static_cast<int>(drafts_.size() + context_ids_.size()) + 1;
-          service_->cost_model().Observe(service_->model().config().n_layers - split_layer_,
-                                         pass_positions, pass_positions,
-                                         MonotonicSeconds() - start, start - task_queued_at_);
           const int context = static_cast<int>(context_ids_.size());
           service_->CountRound(static_cast<int>(drafts_.size()), accepted);
           // The context is committed, not verified: it counts in the pass, not as drafts.
-          service_->metrics().CountVerify(static_cast<int>(drafts_.size()), accepted,
-                                          MonotonicSeconds() - start,
+          service_->metrics().CountVerify(static_cast<int>(drafts_.size()), accepted, info.seconds,
                                           static_cast<int>(drafts_.size()) + context + 1);
           service_->metrics().CountContext(context);
           context_tokens_ += context;
@@ -644,20 +665,24 @@ class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::Verif
   // token from the session's sampler (TargetVerifier with an empty draft). Stops before BOS/EOS,
   // after max_new_tokens, or when the context is full.
   void PostStepLocked() {
-    PostLocked(
-        [this](model::Engine& engine) {
+    PostPassLocked(
+        /*prefill=*/false, 1,
+        [this](model::BatchItem* item) -> absl::StatusOr<bool> {
           step_token_ = -1;
           step_done_ = false;
           if (verifier_->Room() < 0) {
             step_done_ = true;
-            return grpc::Status::OK;
+            return false;
           }
-          absl::StatusOr<spec::VerifyResult> r = verifier_->VerifyRound(engine, {}, {}, {});
+          RETURN_IF_ERROR(verifier_->BeginRound({}, {}, no_probs_, item));
+          return true;
+        },
+        [this](const absl::Status& pass, const PassInfo& info) {
+          if (step_done_) return net::ToGrpcStatus(pass);  // nothing ran
+          absl::StatusOr<spec::VerifyResult> r = verifier_->EndRound(pass);
           if (!r.ok()) return net::ToGrpcStatus(r.status());
-          const double end = MonotonicSeconds();
-          service_->cost_model().Observe(service_->model().config().n_layers, 1, 1,
-                                         end - task_started_at_, task_started_at_ - task_queued_at_);
-          step_micros_ = static_cast<uint64_t>((end - task_queued_at_) * 1e6);
+          step_micros_ =
+              static_cast<uint64_t>((info.started_at + info.seconds - info.queued_at) * 1e6);
           const int32_t t = r->next_token;
           const model::Vocab& vocab = service_->model().vocab();
           if (t == vocab.bos_id() || t == vocab.eos_id()) {
@@ -742,7 +767,10 @@ class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::Verif
   std::vector<float> full_;
   std::vector<float> states_;  // split mode: the decoded hidden states of the current message
   int split_layer_ = 0;        // split mode: the verifier runs layers [split_layer_, N)
+  model::SamplerOptions sampling_;
+  uint64_t kv_bytes_ = 0;      // reserved against the service's KV budget
   spec::DraftProbs probs_;
+  const spec::DraftProbs no_probs_;  // cloud-mode steps: no draft
   double task_queued_at_ = 0, task_started_at_ = 0;
   int32_t step_token_ = -1;
   bool step_done_ = false;
@@ -753,6 +781,13 @@ namespace {
 
 // Accepted-per-position series are kept for at most this many draft positions.
 constexpr int kMaxPositionSeries = 256;
+
+uint64_t PhysicalMemoryBytes() {
+  const long pages = sysconf(_SC_PHYS_PAGES);
+  const long page = sysconf(_SC_PAGE_SIZE);
+  return pages > 0 && page > 0 ? static_cast<uint64_t>(pages) * static_cast<uint64_t>(page)
+                               : uint64_t{8} << 30;
+}
 
 std::vector<std::string> MetricTenants(const net::TokenAuthenticator* auth) {
   return auth == nullptr ? std::vector<std::string>{} : auth->tenants();
@@ -771,6 +806,23 @@ VerifierService::VerifierService(const model::Model& model, std::string model_na
       metrics_(std::min(kMaxPositionSeries, std::max(limits.max_draft_tokens, limits.max_tree_nodes)),
                MetricTenants(auth_.get())),
       sweeper_([this] { SweepLoop(); }) {
+  const model::ModelConfig& c = model_.config();
+  const int context = std::min(c.max_seq_len, limits_.max_tokens_per_session);
+  kv_budget_ = limits_.kv_budget_bytes;
+  if (kv_budget_ == 0) {
+    const uint64_t full = static_cast<uint64_t>(limits_.max_sessions) *
+                          model::KvCache::BytesFor(c, c.n_layers, context);
+    kv_budget_ = std::min(full, PhysicalMemoryBytes() / 2);
+  }
+  metrics_.SetKvBudget(kv_budget_);
+  worker_->SetExpectedJobs([this] { return active_sessions_.load(); });
+  worker_->SetOnBatch([this](const BatchStats& b) {
+    metrics_.ObserveBatch(b.sessions, b.tokens);
+    if (b.layer_begin >= 0) {
+      cost_model_->Observe(model_.config().n_layers - b.layer_begin, b.tokens, b.tokens, b.seconds,
+                           b.mean_queue_s);
+    }
+  });
   // The first sessions may open before this has run; they get a cost model without it.
   worker_->Post([cost = cost_model_](model::Engine& engine) {
     if (absl::Status s = cost->Calibrate(engine); !s.ok()) {
@@ -780,6 +832,8 @@ VerifierService::VerifierService(const model::Model& model, std::string model_na
 }
 
 VerifierService::~VerifierService() {
+  worker_->SetOnBatch(nullptr);
+  worker_->SetExpectedJobs(nullptr);
   {
     std::lock_guard<std::mutex> lock(sweep_mu_);
     stop_sweeper_ = true;
@@ -838,6 +892,16 @@ grpc::Status VerifierService::AdmitSession(const std::string& tenant) {
     return grpc::Status(C::RESOURCE_EXHAUSTED,
                         absl::StrCat("session limit reached (", limits_.max_sessions, ")"));
   }
+  if (limits_.max_queue_delay_s > 0) {
+    const double delay = worker_->QueueDelay();
+    if (delay > limits_.max_queue_delay_s) {
+      metrics_.CountRejection("overloaded");
+      return grpc::Status(C::RESOURCE_EXHAUSTED,
+                          absl::StrFormat("overloaded: the engine queue wait is %.3f s, over "
+                                          "%.3f s; retry later or on another verifier",
+                                          delay, limits_.max_queue_delay_s));
+    }
+  }
   const int quota = limits_.QuotaFor(tenant);
   int& mine = tenant_active_[tenant];
   if (mine >= quota) {
@@ -856,6 +920,27 @@ void VerifierService::ReleaseSession(const std::string& tenant, Outcome outcome)
   if (--tenant_active_[tenant] == 0) tenant_active_.erase(tenant);
   active_sessions_--;
   metrics_.SessionEnded(tenant, outcome);
+}
+
+grpc::Status VerifierService::ReserveKv(uint64_t bytes) {
+  uint64_t reserved = kv_reserved_.load();
+  do {
+    if (reserved + bytes > kv_budget_) {
+      metrics_.CountRejection("kv_budget");
+      constexpr double kMiB = 1024.0 * 1024.0;
+      return grpc::Status(
+          C::RESOURCE_EXHAUSTED,
+          absl::StrFormat("KV budget exhausted: the session needs %.1f MiB of KV cache; %.1f of "
+                          "%.1f MiB are reserved by open sessions",
+                          bytes / kMiB, reserved / kMiB, kv_budget_ / kMiB));
+    }
+  } while (!kv_reserved_.compare_exchange_weak(reserved, reserved + bytes));
+  metrics_.SetKvReserved(reserved + bytes);
+  return grpc::Status::OK;
+}
+
+void VerifierService::ReleaseKv(uint64_t bytes) {
+  metrics_.SetKvReserved(kv_reserved_.fetch_sub(bytes) - bytes);
 }
 
 int VerifierService::tenant_sessions(const std::string& tenant) const {
@@ -913,6 +998,12 @@ grpc::ServerUnaryReactor* VerifierService::GetInfo(grpc::CallbackServerContext* 
   response->add_modes(v1::MODE_SPLIT);
   reactor->Finish(grpc::Status::OK);
   return reactor;
+}
+
+int VerifierService::HandBackSessions() {
+  std::lock_guard<std::mutex> lock(registry_mu_);
+  for (SessionReactor* s : sessions_) s->HandBack();
+  return static_cast<int>(sessions_.size());
 }
 
 }  // namespace tandem::cloud

@@ -35,6 +35,7 @@
 
 #include "absl/status/statusor.h"
 #include "cloud/cost_model.h"
+#include "cloud/engine_worker.h"
 #include "cloud/verifier_metrics.h"
 #include "common/model/engine.h"
 #include "common/model/model.h"
@@ -51,30 +52,20 @@ struct VerifierLimits {
   int max_tree_nodes = 64;            // nodes per tree round
   int max_message_bytes = 4 << 20;    // largest accepted message from an edge
   double idle_ttl_s = 60.0;           // a session without progress this long is ended
+  // KV cache memory for all sessions together; 0: max_sessions full-context sessions, at most
+  // half the machine's memory. A session reserves its cache when its prompt arrives: the context
+  // it can reach (its prompt, max_new_tokens when the edge gives it, and one round), else
+  // max_tokens_per_session; RESOURCE_EXHAUSTED (reason kv_budget) when that does not fit.
+  uint64_t kv_budget_bytes = 0;
+  // New sessions are refused (RESOURCE_EXHAUSTED, reason overloaded) while the engine queue's
+  // smoothed wait is above this; 0: off.
+  double max_queue_delay_s = 2.0;
   std::map<std::string, int> tenant_max_sessions;  // per-tenant quota overrides; 0 = disabled
 
   int QuotaFor(const std::string& tenant) const {
     auto it = tenant_max_sessions.find(tenant);
     return it == tenant_max_sessions.end() ? max_sessions_per_tenant : it->second;
   }
-};
-
-// Runs tasks that need the model, in order, on one thread that owns the Engine.
-class EngineWorker {
- public:
-  EngineWorker(const model::Model& model, int threads);
-  ~EngineWorker();  // finishes queued tasks, then joins
-  void Post(std::function<void(model::Engine&)> task);
-
- private:
-  void Loop();
-  model::ThreadPool pool_;
-  model::Engine engine_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<std::function<void(model::Engine&)>> tasks_;  // GUARDED_BY(mu_)
-  bool stop_ = false;                                       // GUARDED_BY(mu_)
-  std::thread thread_;
 };
 
 class SessionReactor;
@@ -95,8 +86,16 @@ class VerifierService final : public v1::Verifier::CallbackService {
                                     const v1::GetInfoRequest* request,
                                     v1::ServerInfo* response) override;
 
-  // Refuses new sessions (UNAVAILABLE); running ones go on.
-  void StartDrain() { draining_ = true; }
+  // Refuses new sessions (UNAVAILABLE); running ones go on. tandem_serving drops to 0.
+  void StartDrain() {
+    draining_ = true;
+    metrics_.SetServing(false);
+  }
+  // The drain's hand-back (call after StartDrain, once the load balancer has stopped sending new
+  // sessions here): every running session ends at its next safe point with UNAVAILABLE
+  // net::kHandBackMessage, counted as outcome handed_back; edges resume on another replica by
+  // replaying their prefix. Returns how many sessions were asked to end. Any thread.
+  int HandBackSessions();
 
   int active_sessions() const { return active_sessions_.load(); }
   int tenant_sessions(const std::string& tenant) const;
@@ -123,6 +122,12 @@ class VerifierService final : public v1::Verifier::CallbackService {
   // Takes a session slot for `tenant`: RESOURCE_EXHAUSTED at the global limit or the tenant's
   // quota, UNAVAILABLE when draining (counted).
   grpc::Status AdmitSession(const std::string& tenant);
+  // Reserves KV cache bytes for a session against the budget: RESOURCE_EXHAUSTED (counted as
+  // kv_budget) when they do not fit. ReleaseKv gives them back.
+  grpc::Status ReserveKv(uint64_t bytes);
+  void ReleaseKv(uint64_t bytes);
+  uint64_t kv_budget_bytes() const { return kv_budget_; }
+  uint64_t kv_reserved_bytes() const { return kv_reserved_.load(); }
   void ReleaseSession(const std::string& tenant, Outcome outcome);
   void CountRound(int drafts, int accepted) {
     verify_passes_++;
@@ -148,6 +153,8 @@ class VerifierService final : public v1::Verifier::CallbackService {
   std::atomic<int> active_sessions_{0};
   std::atomic<int64_t> verify_passes_{0}, draft_tokens_{0}, accepted_tokens_{0};
   std::atomic<uint64_t> next_session_id_{1};
+  uint64_t kv_budget_ = 0;  // resolved from limits_.kv_budget_bytes
+  std::atomic<uint64_t> kv_reserved_{0};
 
   mutable std::mutex admit_mu_;
   std::map<std::string, int> tenant_active_;  // GUARDED_BY(admit_mu_)

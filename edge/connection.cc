@@ -66,6 +66,8 @@ FailureKind ClassifyFailure(const absl::Status& status) {
     case absl::StatusCode::kUnavailable:
     case absl::StatusCode::kUnknown: {
       const std::string lower = absl::AsciiStrToLower(status.message());
+      // A TCP connection that was not established (gRPC cut the attempt short): no TLS yet.
+      if (Mentions(lower, {"tcp handshaker"})) return FailureKind::kOutage;
       if (Mentions(lower, {"handshake", "certificate", "ssl_error", "x509"})) {
         return FailureKind::kRefused;
       }

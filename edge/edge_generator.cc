@@ -12,6 +12,7 @@
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/net/status.h"
 #include "common/spec/adaptive.h"
 #include "common/spec/spec_decoder.h"
 #include "common/util/clock.h"
@@ -246,6 +247,8 @@ void EdgeGenerator::Run::LearnVerifier() {
   if (!WaitReady(g_.channel_.get(), std::min(o_.connect_timeout_s, o_.reply_timeout_s))) return;
   grpc::ClientContext context;
   if (!o_.auth_token.empty()) context.AddMetadata("authorization", "Bearer " + o_.auth_token);
+  // Behind a load balancer, what is learned here is about the replica the sessions will go to.
+  if (!o_.affinity_key.empty()) context.AddMetadata(kAffinityMetadata, o_.affinity_key);
   context.set_deadline(std::chrono::system_clock::now() +
                        std::chrono::microseconds(static_cast<int64_t>(o_.reply_timeout_s * 1e6)));
   v1::GetInfoRequest request;
@@ -418,8 +421,8 @@ absl::Status EdgeGenerator::Run::Connect() {
     timeout = std::max(0.05, std::min(left, timeout));  // the last attempt gets a chance too
   }
   PrepareChannel(timeout);
-  auto stream = std::make_unique<VerifierStream>(g_.stub_.get(), o_.auth_token, o_.reply_timeout_s,
-                                                 g_.watchdog_.get(), &counters_);
+  auto stream = std::make_unique<VerifierStream>(g_.stub_.get(), o_.auth_token, o_.affinity_key,
+                                                 o_.reply_timeout_s, g_.watchdog_.get(), &counters_);
   const EdgeMode mode = WantedMode();
   const int split_layer = scheduled_ ? cfg_.split_layer : o_.split_layer;
   const codec::CodecSpec& codec = scheduled_ ? cfg_.codec : o_.codec;
@@ -433,7 +436,8 @@ absl::Status EdgeGenerator::Run::Connect() {
   open.mutable_sampling()->set_top_k(o_.sampler.top_k);
   open.mutable_sampling()->set_top_p(o_.sampler.top_p);
   open.mutable_sampling()->set_seed(o_.sampler.seed);
-  if (mode == EdgeMode::kCloud) open.set_max_new_tokens(static_cast<uint32_t>(max_new_ - generated_));
+  // Cloud mode stops there; every mode lets the verifier size the session's KV cache by it.
+  open.set_max_new_tokens(static_cast<uint32_t>(max_new_ - generated_));
   v1::SessionOpened opened;
   v1::HiddenStates prompt_states;
   if (mode == EdgeMode::kSplit) {
@@ -502,6 +506,15 @@ absl::Status EdgeGenerator::Run::Connect() {
 }
 
 absl::Status EdgeGenerator::Run::OnFailure(const absl::Status& failure, bool in_session) {
+  if (in_session && net::IsHandBack(failure)) {
+    // Not an outage: a draining verifier ended the session so that it resumes elsewhere (through
+    // the load balancer, on another replica). Reconnect now, in every mode, without going local;
+    // should that fail, it is an outage like any other.
+    failed_before_ = true;
+    next_attempt_ = 0;
+    Warn("the verifier handed the session back (draining); resuming on another replica");
+    return absl::OkStatus();
+  }
   const FailureKind kind = ClassifyFailure(failure);
   if (kind == FailureKind::kRefused) return ExplainRefusal(failure, kind);
   if (kind == FailureKind::kOverload && in_session) return failure;

@@ -19,6 +19,9 @@
 // retried with jittered exponential backoff for up to `retry_deadline_s`, resuming on the same or
 // a restarted verifier with a new session whose prompt is the whole accepted prefix; after that
 // Generate fails with the last error. It never falls back to local.
+// A session that a draining verifier hands back (UNAVAILABLE net::kHandBackMessage) is resumed
+// at once, in every mode, without backoff or local tokens: behind a load balancer the new
+// session lands on another replica.
 // In every mode, a refusal ends the generation at once with its status: UNAUTHENTICATED,
 // PERMISSION_DENIED, TLS handshake/certificate failures, INVALID_ARGUMENT, FAILED_PRECONDITION
 // (vocabulary mismatch), NOT_FOUND (unknown model), UNIMPLEMENTED. RESOURCE_EXHAUSTED (load) is
@@ -81,6 +84,10 @@ struct EdgeOptions {
   model::SamplerOptions sampler;        // greedy by default
   std::string model_name;               // the verifier's model; empty = its default
   std::string auth_token;               // sent as "authorization: Bearer <token>"; empty = none
+  // Sent with every session (and GetInfo) as "x-tandem-affinity: <key>": a load balancer in
+  // front of several verifiers (deploy/haproxy) sends the calls of one key to the same replica
+  // while it is up. Empty = not sent.
+  std::string affinity_key;
   // kSplit: the edge runs the target's layers [0, split_layer) with `local` (which must be the
   // target model) and sends the layer-k states, encoded with `codec`; the prompt's ids stay here.
   int split_layer = 0;

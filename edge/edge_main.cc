@@ -12,6 +12,7 @@
 //       [--spec-tokens G|auto] [--tree static:K,D|dynamic:N] [--uncertain-threshold P]
 //       [--tls-ca F [--tls-cert F --tls-key F] [--tls-server-name NAME]]
 //       [--auth-token-file F] [--retry-deadline-s S] [--timeout-s S] [--connect-timeout-s S]
+//       [--affinity-key KEY]
 //       [--stats-json F] [--metrics-listen HOST:PORT [--metrics-port-file F]] [--metrics-file F]
 //
 // Modes (see edge/edge_generator.h):
@@ -36,13 +37,19 @@
 // PERMISSION_DENIED, TLS/certificate failures), a model or vocabulary mismatch and bad requests
 // end every mode at once, never with a fallback. --timeout-s (default 30) is the longest wait
 // for one reply. --auth-token-file holds the bearer token alone (whitespace trimmed).
+// --affinity-key (default: a random id per process; 1-64 of [A-Za-z0-9._-]) is sent with every
+// session as metadata "x-tandem-affinity": behind a load balancer (deploy/haproxy) the sessions
+// of one key, reconnections included, stay on one verifier replica while it is up. A session that
+// a draining replica hands back resumes at once on another one.
 //
 // Prints like `tandem-model generate`: the prompt, then the text as it is committed, on stdout;
 // warnings and errors (`tandem-edge: error: CODE: message`) on stderr. Exit 0 on success, 2 for
 // bad flags, 1 for any other error.
 #include <cstdio>
 #include <fstream>
+#include <random>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -97,6 +104,23 @@ void WriteStatsJson(const std::string& path, edge::EdgeMode mode, size_t prompt_
       s.config_changes, s.session_switches, s.final_config);
 }
 
+// --affinity-key: as given (checked: it goes into an HTTP/2 header and a load balancer's stick
+// table), else a random id, so that each edge process keeps to its own replica.
+absl::StatusOr<std::string> AffinityKey(const Flags& flags) {
+  if (!flags.Has("affinity-key")) {
+    std::random_device rd;
+    return absl::StrFormat("%08x%08x", rd(), rd());
+  }
+  const std::string key = flags.String("affinity-key");
+  bool ok = !key.empty() && key.size() <= 64;
+  for (char c : key) ok = ok && (absl::ascii_isalnum(c) || c == '.' || c == '_' || c == '-');
+  if (!ok) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--affinity-key must be 1 to 64 of [A-Za-z0-9._-], got '", key, "'"));
+  }
+  return key;
+}
+
 int Generate(const std::vector<std::string>& args) {
   auto flags = Flags::Parse(
       args, {"verifier", "model", "tokenizer", "prompt", "max-tokens", "temperature", "top-k",
@@ -105,7 +129,7 @@ int Generate(const std::vector<std::string>& args) {
              "tls-key", "tls-server-name", "auth-token-file", "split-layer", "codec",
              "allowed-modes", "min-split-layer", "max-edge-layers", "objective", "codecs",
              "max-spec-tokens", "prior-acceptance", "uncertain-threshold", "metrics-listen",
-             "metrics-port-file", "metrics-file"},
+             "metrics-port-file", "metrics-file", "affinity-key"},
       {"verbose", "split-self-draft"});
   if (!flags.ok()) return Fail(flags.status());
   if (!flags->Has("model")) return Fail(absl::InvalidArgumentError("--model FILE is required"));
@@ -242,6 +266,9 @@ int Generate(const std::vector<std::string>& args) {
     if (!token.ok()) return Fail(token.status());
     o.auth_token = *token;
   }
+  absl::StatusOr<std::string> affinity = AffinityKey(*flags);
+  if (!affinity.ok()) return Fail(affinity.status());
+  o.affinity_key = *affinity;
   // The channel is made (and the TLS files read) before the models load: bad flags fail fast.
   std::shared_ptr<grpc::Channel> channel;
   if (o.mode != edge::EdgeMode::kLocal && flags->Has("verifier")) {

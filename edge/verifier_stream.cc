@@ -53,14 +53,15 @@ void ReplyWatchdog::Loop() {
 }
 
 VerifierStream::VerifierStream(v1::Verifier::Stub* stub, const std::string& auth_token,
-                               double write_timeout_s, ReplyWatchdog* watchdog,
-                               StreamCounters* counters)
+                               const std::string& affinity_key, double write_timeout_s,
+                               ReplyWatchdog* watchdog, StreamCounters* counters)
     : stub_(stub),
       auth_token_(auth_token),
       watchdog_(watchdog),
       counters_(counters),
       timeout_s_(write_timeout_s) {
   if (!auth_token_.empty()) context_.AddMetadata("authorization", "Bearer " + auth_token_);
+  if (!affinity_key.empty()) context_.AddMetadata(kAffinityMetadata, affinity_key);
 }
 
 VerifierStream::~VerifierStream() {

@@ -1,7 +1,7 @@
 // One Verifier.Session stream as the edge uses it: open, send the committed prefix as the prompt,
 // then exchange messages, each reply awaited for at most a given time (a verifier that stops
 // answering counts as gone, like one that closed the connection). Every call carries the bearer
-// token. Failures come back as the call's gRPC status, converted; a reply that did not come in
+// token and the affinity key. Failures come back as the call's gRPC status, converted; a reply that did not come in
 // time is DEADLINE_EXCEEDED. Internal to the edge library.
 // Thread-safety: one thread drives a stream; a helper thread only cancels overdue calls.
 #ifndef TANDEM_EDGE_VERIFIER_STREAM_H_
@@ -22,6 +22,9 @@
 #include "tandem/v1/verifier.grpc.pb.h"
 
 namespace tandem::edge {
+
+// The metadata key of EdgeOptions::affinity_key (what deploy/haproxy/tandem.cfg sticks on).
+inline constexpr char kAffinityMetadata[] = "x-tandem-affinity";
 
 // Cancels a call whose reply is overdue. Arm before a blocking read, Disarm after.
 class ReplyWatchdog {
@@ -51,8 +54,11 @@ struct StreamCounters {
 class VerifierStream {
  public:
   // `write_timeout_s`: the longest a write may block (a verifier that stopped reading).
-  VerifierStream(v1::Verifier::Stub* stub, const std::string& auth_token, double write_timeout_s,
-                 ReplyWatchdog* watchdog, StreamCounters* counters);
+  // `affinity_key`: sent as metadata "x-tandem-affinity" (load balancers' session affinity)
+  // unless empty.
+  VerifierStream(v1::Verifier::Stub* stub, const std::string& auth_token,
+                 const std::string& affinity_key, double write_timeout_s, ReplyWatchdog* watchdog,
+                 StreamCounters* counters);
   ~VerifierStream();  // cancels the call if it was not closed
 
   // Sends `open` and `prompt` together, then waits up to `timeout_s` for SessionOpened.

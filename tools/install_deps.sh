@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages Tandem builds and tests with. Idempotent: packages already
 # present are skipped, and apt-get runs only when something is missing.
+# haproxy is the load balancer of the loopback fleet (deploy/, tests/integration/fleet_test.cc).
 # `--bench` also installs what the benchmarks' plots need (gnuplot); CI does not need it.
 set -euo pipefail
 
@@ -10,6 +11,7 @@ PACKAGES=(
   libicu-dev libspdlog-dev libfmt-dev
   libprotobuf-dev protobuf-compiler libgrpc++-dev protobuf-compiler-grpc
   prometheus-cpp-dev libyaml-cpp-dev openssl libssl-dev curl libzstd-dev
+  haproxy
 )
 if [ "${1:-}" = "--bench" ]; then
   PACKAGES+=(gnuplot-nox python3)

@@ -21,6 +21,15 @@ inline absl::Status FromGrpcStatus(const grpc::Status& s) {
   return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
 }
 
+// How a draining verifier ends the sessions it hands back (with UNAVAILABLE): the edge resumes at
+// once, through the load balancer, on another replica by replaying its prefix.
+inline constexpr char kHandBackMessage[] = "verifier draining: resume on another replica";
+
+inline bool IsHandBack(const absl::Status& s) {
+  return s.code() == absl::StatusCode::kUnavailable &&
+         s.message().find(kHandBackMessage) != absl::string_view::npos;
+}
+
 }  // namespace tandem::net
 
 #endif  // TANDEM_COMMON_NET_STATUS_H_

@@ -25,6 +25,7 @@ TEST(VerifierConfigTest, TheExampleLoads) {
   EXPECT_EQ(c->metrics_listen, "127.0.0.1:9464");
   EXPECT_EQ(c->threads, 1);
   EXPECT_EQ(c->grace_s, 10.0);
+  EXPECT_EQ(c->drain_handback_delay_s, 1.0);
   EXPECT_EQ(c->limits.max_sessions, 64);
   EXPECT_EQ(c->limits.max_sessions_per_tenant, 16);
   EXPECT_EQ(c->limits.max_draft_tokens, 16);
@@ -46,7 +47,7 @@ TEST(VerifierConfigTest, FlagsOverrideTheFile) {
   absl::StatusOr<VerifierConfig> c = VerifierConfigFromArgs(
       {"--config", kExample, "--max-sessions", "8", "--listen=127.0.0.1:0", "--idle-ttl-s", "2.5",
        "--tls-cert", "c.pem", "--tls-key", "k.pem", "--metrics-listen", "", "--auth-tokens-file",
-       "tokens"});
+       "tokens", "--drain-handback-delay-s", "0.25"});
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(c->limits.max_sessions, 8);
   EXPECT_EQ(c->limits.max_sessions_per_tenant, 16);  // from the file
@@ -56,6 +57,47 @@ TEST(VerifierConfigTest, FlagsOverrideTheFile) {
   EXPECT_EQ(c->metrics_listen, "");
   EXPECT_EQ(c->auth_tokens_file, "tokens");
   EXPECT_EQ(c->limits.QuotaFor("acme"), 32);
+  EXPECT_EQ(c->drain_handback_delay_s, 0.25);
+}
+
+TEST(VerifierConfigTest, BatchingAndKvBudget) {
+  absl::StatusOr<VerifierConfig> file = LoadVerifierConfigFile(kExample);
+  ASSERT_TRUE(file.ok()) << file.status();
+  BatchingOptions b = file->Batching();
+  EXPECT_TRUE(b.enabled);
+  EXPECT_EQ(b.max_batch_tokens, 512);
+  EXPECT_EQ(b.window_s, 0.001);
+  EXPECT_EQ(b.prefill_chunk, 128);
+  EXPECT_EQ(file->Limits().kv_budget_bytes, 0u);
+  EXPECT_EQ(file->Limits().max_queue_delay_s, 2.0);
+
+  absl::StatusOr<VerifierConfig> c = VerifierConfigFromArgs(
+      {"--model", "m.gguf", "--batching", "off", "--max-batch-tokens", "64", "--batch-window-ms",
+       "2.5", "--prefill-chunk", "100", "--kv-budget-mb", "300", "--max-queue-delay-s", "0"});
+  ASSERT_TRUE(c.ok()) << c.status();
+  b = c->Batching();
+  EXPECT_FALSE(b.enabled);
+  EXPECT_EQ(b.max_batch_tokens, 64);
+  EXPECT_EQ(b.window_s, 0.0025);
+  EXPECT_EQ(b.prefill_chunk, 64);  // never above the batch
+  EXPECT_EQ(c->Limits().kv_budget_bytes, uint64_t{300} << 20);
+  EXPECT_EQ(c->Limits().max_queue_delay_s, 0.0);
+
+  for (const std::vector<std::string>& bad :
+       {std::vector<std::string>{"--batching", "maybe"}, {"--max-batch-tokens", "0"},
+        {"--batch-window-ms", "-1"}, {"--kv-budget-mb", "-5"}, {"--prefill-chunk", "x"}}) {
+    std::vector<std::string> args = {"--model", "m.gguf"};
+    args.insert(args.end(), bad.begin(), bad.end());
+    absl::StatusOr<VerifierConfig> r = VerifierConfigFromArgs(args);
+    EXPECT_TRUE(absl::IsInvalidArgument(r.status())) << bad[0] << " " << bad[1];
+    EXPECT_THAT(r.status().message(), HasSubstr(bad[0] == "--batching" ? "batching" : bad[0].substr(2)))
+        << r.status();
+  }
+  absl::StatusOr<VerifierConfig> y =
+      ParseVerifierConfigYaml("model: m\nbatching:\n  window_ms: 5000\n", "v.yaml", "");
+  EXPECT_THAT(y.status().message(), HasSubstr("v.yaml:3: 'batching.window_ms' must be in"));
+  y = ParseVerifierConfigYaml("model: m\nbatching:\n  size: 5\n", "v.yaml", "");
+  EXPECT_THAT(y.status().message(), HasSubstr("unknown key 'batching.size'"));
 }
 
 TEST(VerifierConfigTest, DefaultsWithoutAFile) {
@@ -85,6 +127,7 @@ TEST(VerifierConfigTest, MistakesAreClearErrors) {
       {"limits:\n  idle_ttl_s: soon\n", "'limits.idle_ttl_s' must be a number"},
       {"limits:\n  idle_ttl_s: 0\n", "'limits.idle_ttl_s' must be in [0.01,"},
       {"grace_s: .nan\n", "'grace_s' must be in [0,"},
+      {"drain_handback_delay_s: -1\n", "'drain_handback_delay_s' must be in [0,"},
       {"limits: 5\n", "'limits' must be a mapping"},
       {"model: {a: 1}\n", "'model' must be a string"},
       {"tenants:\n  acme: 3\n", "c.yaml:2: tenant 'acme' must be a mapping"},

@@ -75,6 +75,12 @@ class VerifierHarness {
   }
 
   std::unique_ptr<v1::Verifier::Stub> Stub() { return v1::Verifier::NewStub(channel_); }
+  // Stops the gRPC server as tandem-verifier does on SIGTERM: the listener closes at once, running
+  // calls get up to `grace_s`; returns when they have ended.
+  void ShutdownServer(double grace_s) {
+    server_->Shutdown(std::chrono::system_clock::now() +
+                      std::chrono::milliseconds(static_cast<int64_t>(grace_s * 1000)));
+  }
   const std::shared_ptr<grpc::Channel>& channel() const { return channel_; }
   int port() const { return port_; }
   cloud::VerifierService& service() { return *service_; }

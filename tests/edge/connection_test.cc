@@ -77,6 +77,11 @@ TEST(ConnectionTest, FailuresAreClassified) {
       {absl::NotFoundError("unknown model"), FailureKind::kRefused},
       {absl::UnimplementedError("mode"), FailureKind::kRefused},
       {absl::DataLossError("malformed verdict"), FailureKind::kRefused},
+      // A connection attempt cut short before TCP was up (seen with an edge frozen mid-connect):
+      // no TLS involved, so an outage, not a handshake refusal.
+      {absl::UnavailableError("failed to connect to all addresses; last error: UNKNOWN: "
+                              "ipv4:127.0.0.1:43835: tcp handshaker shutdown"),
+       FailureKind::kOutage},
   };
   for (const Case& c : cases) EXPECT_EQ(ClassifyFailure(c.status), c.kind) << c.status;
 

@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "cloud/verifier_service.h"
 #include "common/net/tls.h"
+#include "common/obs/metrics.h"
 #include "gtest/gtest.h"
 
 namespace tandem::testing {
@@ -23,14 +24,19 @@ class LoopbackVerifier {
   // `auth`: bearer tokens the verifier accepts; null = authentication off.
   explicit LoopbackVerifier(const model::Model& target, net::ServerTlsOptions tls = {},
                             cloud::VerifierLimits limits = {},
-                            std::shared_ptr<const net::TokenAuthenticator> auth = nullptr)
-      : target_(target), tls_(std::move(tls)), limits_(limits), auth_(std::move(auth)) {}
+                            std::shared_ptr<const net::TokenAuthenticator> auth = nullptr,
+                            cloud::BatchingOptions batching = {})
+      : target_(target),
+        tls_(std::move(tls)),
+        limits_(limits),
+        auth_(std::move(auth)),
+        batching_(batching) {}
   ~LoopbackVerifier() { Stop(); }
 
   // Serves on `port` (0: any free port; the port is kept for restarts). False if it cannot bind.
   bool Start(int port = 0) {
     std::lock_guard<std::mutex> lock(mu_);
-    worker_ = std::make_unique<cloud::EngineWorker>(target_, 1);
+    worker_ = std::make_unique<cloud::EngineWorker>(target_, 1, batching_);
     service_ = std::make_unique<cloud::VerifierService>(target_, "stories260K", worker_.get(),
                                                         limits_, auth_);
     auto creds = net::MakeServerCredentials(tls_);
@@ -62,12 +68,18 @@ class LoopbackVerifier {
     std::lock_guard<std::mutex> lock(mu_);
     return service_ ? service_->verify_passes() : 0;
   }
+  // The service's metrics in the Prometheus text format (empty when stopped).
+  std::string MetricsText() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return service_ ? obs::RenderText(*service_->metrics().registry()) : std::string();
+  }
 
  private:
   const model::Model& target_;
   net::ServerTlsOptions tls_;
   cloud::VerifierLimits limits_;
   std::shared_ptr<const net::TokenAuthenticator> auth_;
+  cloud::BatchingOptions batching_;
   std::mutex mu_;
   std::unique_ptr<cloud::EngineWorker> worker_;
   std::unique_ptr<cloud::VerifierService> service_;

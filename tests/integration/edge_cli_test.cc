@@ -23,6 +23,7 @@
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "tests/cloud/http_get.h"
+#include "tests/integration/processes.h"
 #include "tests/test_util.h"
 #include "tools/linkem/linkem.h"
 
@@ -30,12 +31,12 @@ namespace tandem {
 namespace {
 
 using testing::Child;
+using testing::JsonInt;
+using testing::kEdge;
 using testing::ReadSome;
 using testing::Spawn;
+using testing::VerifierProcess;
 using testing::WaitExit;
-
-const std::string kVerifier = std::string(TANDEM_BIN_DIR) + "/tandem-verifier";
-const std::string kEdge = std::string(TANDEM_BIN_DIR) + "/tandem-edge";
 constexpr char kZooText[] =
     "Zoo was a little girl named Lily. She loved to play outside in the park. One day, she saw a "
     "big, red ball. She wanted to play with it, but she didn't want to play with\n";
@@ -56,67 +57,6 @@ EdgeRun RunEdge(const std::string& dir, std::vector<std::string> args) {
   r.code = WaitExit(c.pid, 60);
   r.err = testing::ReadFileOrDie(err_file);
   return r;
-}
-
-// A running tandem-verifier.
-class VerifierProcess {
- public:
-  VerifierProcess(std::string dir, std::vector<std::string> args)
-      : dir_(std::move(dir)), args_(std::move(args)) {}
-  ~VerifierProcess() { Kill(); }
-
-  // Starts on `port` (0: a free one) and waits until it serves.
-  bool Start(int port = 0) {
-    const std::string port_file = dir_ + "/port";
-    std::remove(port_file.c_str());
-    std::vector<std::string> args = {kVerifier, "--listen", absl::StrCat("127.0.0.1:", port),
-                                     "--port-file", port_file};
-    args.insert(args.end(), args_.begin(), args_.end());
-    pid_ = Spawn(args, dir_ + "/verifier.err", false).pid;
-    for (int i = 0; i < 3000 && port_ == 0; ++i) {  // up to 30 s
-      std::ifstream in(port_file);
-      int p = 0;
-      if (in >> p && p > 0) port_ = p;
-      if (port_ == 0) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    if (port_ == 0) std::fprintf(stderr, "%s\n", testing::ReadFileOrDie(dir_ + "/verifier.err").c_str());
-    return port_ > 0;
-  }
-  void Kill() {
-    if (pid_ <= 0) return;
-    kill(pid_, SIGKILL);
-    waitpid(pid_, nullptr, 0);
-    pid_ = -1;
-  }
-  // SIGKILL, then the same command line on the same port.
-  bool Restart() {
-    const int port = port_;
-    Kill();
-    port_ = 0;
-    return Start(port) && port_ == port;
-  }
-  std::string target() const { return absl::StrCat("127.0.0.1:", port_); }
-  int port() const { return port_; }
-  // Line 2 of the port file: the metrics port (0 without --metrics-listen).
-  int metrics_port() const {
-    std::ifstream in(dir_ + "/port");
-    int grpc = 0, metrics = 0;
-    in >> grpc >> metrics;
-    return metrics;
-  }
-
- private:
-  std::string dir_;
-  std::vector<std::string> args_;
-  pid_t pid_ = -1;
-  int port_ = 0;
-};
-
-// The integer after "key": in the edge's stats JSON; -1 when absent.
-int64_t JsonInt(const std::string& js, const std::string& key) {
-  const std::string k = "\"" + key + "\": ";
-  const size_t at = js.find(k);
-  return at == std::string::npos ? -1 : std::stoll(js.substr(at + k.size()));
 }
 
 std::string Write(const std::string& path, const std::string& text) {
@@ -297,25 +237,12 @@ TEST(EdgeCliTest, StrictSpecSurvivesAVerifierKilledAndRestartedOnTheSamePort) {
 namespace tandem {
 namespace {
 
-// One scrape of the verifier's metrics; empty on failure.
-std::map<std::string, double> Scrape(int port) {
-  testing::HttpResponse r = testing::HttpGet(port, "/metrics");
-  if (r.status != 200) return {};
-  return testing::ParsePrometheusText(r.body);
-}
-
-// Polls the metrics until `done` holds (up to `seconds`); returns the last scrape.
-std::map<std::string, double> ScrapeUntil(int port, double seconds,
-                                          const std::function<bool(std::map<std::string, double>&)>& done) {
-  const auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
-  std::map<std::string, double> m;
-  while (std::chrono::steady_clock::now() < end) {
-    m = Scrape(port);
-    if (!m.empty() && done(m)) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  return m;
-}
+using testing::Child;
+using testing::kEdge;
+using testing::JsonInt;
+using testing::ScrapeUntil;
+using testing::Spawn;
+using testing::VerifierProcess;
 
 TEST(EdgeCliTest, SpeculationPaysInEdgeStatsAndScrapedMetrics) {
   const std::string dir = testing::TempDir();
