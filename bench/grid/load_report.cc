@@ -180,11 +180,11 @@ std::string LoadRowJson(const LoadRow& r) {
       .Add("verifier_generated_tokens", r.generated_metric)
       .Add("engine_positions_per_s",
            r.batch_tokens.present && r.wall_s > 0 ? r.batch_tokens.sum / r.wall_s : -1.0)
-      .Add("verify_seconds", r.verify_seconds)
       .Add("verifier_cpu_s", r.verifier_cpu_s)
       .Add("bench_cpu_s", r.bench_cpu_s)
       .Add("verifier_cores", r.wall_s > 0 ? r.verifier_cpu_s / r.wall_s : 0.0)
       .AddRaw("rejections", CountsJson(r.rejections))
+      .Add("waves", r.waves)
       .Add("wall_s", r.wall_s)
       .Add("cloud_sessions", r.cloud_sessions)
       .Add("tokens_per_session", r.tokens_per_session)

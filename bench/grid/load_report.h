@@ -84,7 +84,9 @@ struct LoadRow {
   int cloud_sessions = 0;
   int tokens_per_session = 0, gamma = 0;
   double corrupt = 0;
-  // Measured phase: all sessions start at once; wall time until the last one ended.
+  // Measured phase: waves of `sessions` sessions started at once, each until its last session
+  // ended; wall time of the waves together.
+  int waves = 0;
   double wall_s = 0;
   SessionTotals totals;
   double verified_tokens_per_s = 0;  // totals.committed_tokens / wall_s
@@ -95,7 +97,6 @@ struct LoadRow {
   // From the verifier's /metrics, differences over the measured phase.
   Histogram batch_sessions, batch_tokens, verify_batch_tokens;
   double engine_passes = -1, verify_passes = -1, generated_metric = -1;
-  double verify_seconds = -1;  // the sum of tandem_verify_duration_seconds (engine time of verify rounds)
   // CPU seconds (user + system) over the measured phase: the verifier process, and this one (the
   // edges' threads and gRPC's).
   double verifier_cpu_s = 0, bench_cpu_s = 0;

@@ -268,15 +268,16 @@ absl::StatusOr<Series> Scrape(int port) {
   return testing::ParsePrometheusText(r.body);
 }
 
-// Waits (up to 10 s) until the verifier reports no open session, so that what they held is freed.
-void WaitIdle(int metrics_port) {
+// Waits (up to 10 s) until the verifier reports no open session; with `settle`, 100 ms more so
+// that what they held is freed before the RSS is read.
+void WaitIdle(int metrics_port, bool settle = true) {
   const double deadline = MonotonicSeconds() + 10;
   while (MonotonicSeconds() < deadline) {
     absl::StatusOr<Series> m = Scrape(metrics_port);
     if (m.ok() && SeriesTotal(*m, "tandem_sessions_active") == 0) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
-  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  if (settle) std::this_thread::sleep_for(std::chrono::milliseconds(100));
 }
 
 // Non-zero differences of tandem_rejections_total by reason.
@@ -451,7 +452,16 @@ LoadRow MeasureLoad(const BenchModel& m, const LoadReferences& refs, int session
   row.rss_before_bytes = ProcStatusBytes(pid, "VmRSS");
   const double verifier_cpu0 = ProcCpuSeconds(pid), bench_cpu0 = ProcCpuSeconds(getpid());
 
-  const Wave wave = RunWave(served->stub.get(), refs, 0, sessions, s.tokens, s, vocab, false);
+  // Waves of N sessions until s.min_seconds of them (a wave ends with its last session; the
+  // verifier has released every session before the next wave starts).
+  Wave wave;
+  do {
+    if (row.waves > 0) WaitIdle(port, false);
+    Wave w = RunWave(served->stub.get(), refs, row.waves * sessions, sessions, s.tokens, s, vocab, false);
+    wave.wall_s += w.wall_s;
+    for (SessionOutcome& o : w.outcomes) wave.outcomes.push_back(std::move(o));
+    ++row.waves;
+  } while (wave.wall_s < s.min_seconds && row.waves < s.max_waves);
   absl::StatusOr<Series> after = Scrape(port);
   row.verifier_cpu_s = ProcCpuSeconds(pid) - verifier_cpu0;
   row.bench_cpu_s = ProcCpuSeconds(getpid()) - bench_cpu0;
@@ -477,7 +487,6 @@ LoadRow MeasureLoad(const BenchModel& m, const LoadReferences& refs, int session
   row.engine_passes = Diff(*after, *before, "tandem_engine_passes_total");
   row.verify_passes = Diff(*after, *before, "tandem_verify_passes_total");
   row.generated_metric = Diff(*after, *before, "tandem_generated_tokens_total");
-  row.verify_seconds = Diff(*after, *before, "tandem_verify_duration_seconds_sum");
   row.rejections = Rejections(*after, *before);
   return row;
 }

@@ -28,6 +28,8 @@ struct LoadSettings {
   double corrupt = 0.25;     // chance that a draft token is wrong
   double cloud_share = 0;    // share of the sessions in cloud mode
   uint64_t seed = 1;
+  double min_seconds = 3;    // the measured phase: waves of N sessions until this long ...
+  int max_waves = 100;       // ... or this many waves
   int warmup_sessions = 4;   // the warm-up wave: min(N, this) sessions ...
   int warmup_tokens = 16;    // ... of this many tokens
   double session_timeout_s = 300;
@@ -47,8 +49,8 @@ struct LoadReferences {
 absl::StatusOr<LoadReferences> MakeReferences(const BenchModel& m, const LoadSettings& s);
 
 // One configuration: a fresh verifier (batching "on", "off", or "default": no --batching flag)
-// for `sessions` concurrent sessions, a warm-up wave, then all `sessions` at once. Errors end up
-// in the row.
+// for `sessions` concurrent sessions, a warm-up wave, then waves of all `sessions` at once until
+// s.min_seconds (tokens/s over the waves' wall time together). Errors end up in the row.
 LoadRow MeasureLoad(const BenchModel& m, const LoadReferences& refs, int sessions,
                     const std::string& batching, const LoadSettings& s);
 

@@ -9,7 +9,7 @@
 //                     [--verbose]
 //   tandem-bench load --out FILE.json [--quick] [--models stories260k,synth110m]
 //                     [--sessions 1,4,16,64,128] [--batching on,off] [--tokens N] [--gamma 4]
-//                     [--corrupt 0.25] [--cloud-share 0] [--seed 1] [--rtt-ms 0]
+//                     [--corrupt 0.25] [--cloud-share 0] [--seed 1] [--rtt-ms 0] [--min-seconds 3]
 //                     [--verifier-threads 2] [--verifier-args "ARGS"] [--verifier-bin PATH]
 //                     [--work DIR]
 //   tandem-bench overload --out FILE.json [--model synth110m] [--capacity 8] [--factor 4]
@@ -74,7 +74,7 @@ constexpr char kUsage[] =
     "                         [--verbose]\n"
     "       tandem-bench load --out FILE.json [--quick] [--models stories260k,synth110m]\n"
     "                         [--sessions 1,4,16,64,128] [--batching on,off] [--tokens N] [--gamma G]\n"
-    "                         [--corrupt P] [--cloud-share S] [--seed S] [--rtt-ms MS]\n"
+    "                         [--corrupt P] [--cloud-share S] [--seed S] [--rtt-ms MS] [--min-seconds S]\n"
     "                         [--verifier-threads T] [--verifier-args \"ARGS\"] [--verifier-bin PATH]\n"
     "                         [--work DIR]\n"
     "       tandem-bench overload --out FILE.json [--model synth110m] [--capacity C] [--factor F]\n"
@@ -440,8 +440,9 @@ absl::StatusOr<LoadSettings> ParseLoadSettings(const Flags& flags, const Common&
   auto corrupt = NumberIn(flags, "corrupt", 0.25, 0, 1);
   auto cloud = NumberIn(flags, "cloud-share", 0, 0, 1);
   auto rtt = NumberIn(flags, "rtt-ms", 0, 0, 10000);
+  auto min_seconds = NumberIn(flags, "min-seconds", 3, 0, 3600);
   for (const absl::Status& st : {tokens.status(), gamma.status(), seed.status(), corrupt.status(),
-                                 cloud.status(), rtt.status()}) {
+                                 cloud.status(), rtt.status(), min_seconds.status()}) {
     if (!st.ok()) return st;
   }
   s.tokens = static_cast<int>(*tokens);
@@ -450,6 +451,7 @@ absl::StatusOr<LoadSettings> ParseLoadSettings(const Flags& flags, const Common&
   s.corrupt = *corrupt;
   s.cloud_share = *cloud;
   s.rtt_ms = *rtt;
+  s.min_seconds = *min_seconds;
   s.verifier_args = absl::StrSplit(flags.String("verifier-args"), ' ', absl::SkipEmpty());
   s.batching_flag = VerifierProcess::KnowsFlag(s.verifier_bin, "batching", s.work);
   if (!s.batching_flag) {
@@ -476,6 +478,7 @@ std::string SettingsJson(const LoadSettings& s) {
       .Add("cloud_share", s.cloud_share)
       .Add("seed", static_cast<int64_t>(s.seed))
       .Add("rtt_ms", s.rtt_ms)
+      .Add("min_seconds", s.min_seconds)
       .Add("warmup_sessions", s.warmup_sessions)
       .Add("warmup_tokens", s.warmup_tokens)
       .Str();
@@ -512,6 +515,7 @@ int Load(const Flags& flags) {
   if (quick) {
     s->warmup_sessions = 2;
     s->warmup_tokens = 8;
+    if (!flags.Has("min-seconds")) s->min_seconds = 0.2;
   }
   auto sessions = ParseList(flags, "sessions", quick ? std::vector<double>{1, 4}
                                                      : std::vector<double>{1, 4, 16, 64, 128});
@@ -683,7 +687,7 @@ int main(int argc, char** argv) {
     boolean = {"verbose"};
   } else if (cmd == "load") {
     known = load_flags;
-    known.insert({"models", "sessions"});
+    known.insert({"models", "sessions", "min-seconds"});
     boolean = {"quick"};
   } else if (cmd == "overload") {
     known = load_flags;

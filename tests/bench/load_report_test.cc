@@ -193,8 +193,9 @@ TEST(LoadReportTest, TinyLoadAndOverloadRunsAreCorrect) {
   if (!HavePython()) GTEST_SKIP() << "no python3";
   const std::string dir = tandem::testing::TempDir();
   const std::string bench = std::string(TANDEM_BIN_DIR) + "/tandem-bench";
-  // Two sessions, one of them in cloud mode, every token checked against the reference.
+  // One wave of two sessions, one of them in cloud mode, every token checked against the reference.
   ASSERT_EQ(tandem::testing::RunShell(bench + " load --quick --sessions 2 --tokens 12 --cloud-share 0.5 " +
+                                      "--min-seconds 0 " +
                                       "--out " + dir + "/load.json --work " + dir + " 2>" + dir + "/err"),
             0)
       << tandem::testing::ReadFileOrDie(dir + "/err");
@@ -203,7 +204,7 @@ TEST(LoadReportTest, TinyLoadAndOverloadRunsAreCorrect) {
       "rows=j['rows']; assert len(rows) in (1, 2), rows; "
       "assert {r['batching'] for r in rows} in ({'on','off'}, {'default'}), rows; "
       "assert j['mismatches_total']==0 and j['errors_total']==0, j; "
-      "assert all(r['model']=='stories260k' and r['sessions']==2 and r['admitted']==2 and "
+      "assert all(r['model']=='stories260k' and r['sessions']==2 and r['waves']==1 and r['admitted']==2 and "
       "r['cloud_sessions']==1 and r['committed_tokens']>=12 and r['verified_tokens_per_s']>0 and "
       "r['rounds']>0 and r['p99_round_ms']>=r['p50_round_ms']>0 and r['peak_rss_bytes']>0 and "
       "r['rss_after_bytes']>0 and r['verifier_generated_tokens']>=r['committed_tokens'] for r in rows), rows"))
