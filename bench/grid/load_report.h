@@ -72,6 +72,7 @@ struct SessionTotals {
   int64_t committed_tokens = 0;  // by the verifier, checked against the reference
   int64_t rounds = 0, drafted = 0, accepted = 0;
   std::vector<double> round_ms;    // every spec round, DraftRound sent -> Verdict received
+  std::vector<double> first_round_ms;  // the first round of every spec session (also in round_ms)
   std::vector<double> open_ms;     // every admitted session: call start -> SessionOpened
   std::vector<double> refusal_ms;  // every refused session: call start -> RESOURCE_EXHAUSTED
 };

@@ -362,6 +362,7 @@ SessionTotals Totals(const Wave& w) {
     t.drafted += o.drafted;
     t.accepted += o.accepted;
     t.round_ms.insert(t.round_ms.end(), o.round_ms.begin(), o.round_ms.end());
+    if (!o.round_ms.empty()) t.first_round_ms.push_back(o.round_ms.front());
   }
   return t;
 }
