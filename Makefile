@@ -3,7 +3,7 @@ BUILD_DIR ?= build
 JOBS ?= $(shell nproc)
 BUILD_TYPE ?= Release
 
-.PHONY: all deps configure build test demo bench bench-grid clean
+.PHONY: all deps configure build test demo bench bench-grid bench-load clean
 
 all: build
 
@@ -35,6 +35,13 @@ bench-grid: build
 	$(BUILD_DIR)/bin/tandem-bench grid --out $(GRID_OUT)/grid.json $(GRID_FLAGS)
 	$(BUILD_DIR)/bin/tandem-bench drop --out $(GRID_OUT)/drop.json
 	bash bench/plot_grid.sh $(GRID_OUT)/grid.json $(GRID_OUT)
+
+# The verifier under 1-128 concurrent sessions with batching on and off, and under 4x its
+# session capacity (a few minutes on 2 cores; LOAD_FLAGS=--quick for a few seconds).
+LOAD_FLAGS ?=
+bench-load: build
+	$(BUILD_DIR)/bin/tandem-bench load --out $(GRID_OUT)/load.json $(LOAD_FLAGS)
+	$(BUILD_DIR)/bin/tandem-bench overload --out $(GRID_OUT)/overload.json
 
 clean:
 	rm -rf $(BUILD_DIR)

@@ -19,16 +19,11 @@
 extern char** environ;
 
 namespace tandem::bench {
+namespace {
 
-absl::StatusOr<std::unique_ptr<VerifierProcess>> VerifierProcess::Start(
-    const std::string& binary, const std::string& model_path, int threads,
-    const std::string& work_dir, const std::string& log_file) {
-  const std::string port_file = work_dir + "/verifier.port";
-  std::filesystem::remove(port_file);
-  std::vector<std::string> args = {binary,        "--model",     model_path,
-                                   "--listen",    "127.0.0.1:0", "--port-file",
-                                   port_file,     "--threads",   std::to_string(threads),
-                                   "--log-level", "warn"};
+// Starts `args` (args[0] the binary) with stdout to /dev/null and stderr to `log_file`; -1 when
+// it cannot.
+pid_t Spawn(std::vector<std::string> args, const std::string& log_file) {
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -37,9 +32,31 @@ absl::StatusOr<std::unique_ptr<VerifierProcess>> VerifierProcess::Start(
   posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
   posix_spawn_file_actions_addopen(&fa, 2, log_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   pid_t pid = -1;
-  const int rc = posix_spawn(&pid, binary.c_str(), &fa, nullptr, argv.data(), environ);
+  const int rc = posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), environ);
   posix_spawn_file_actions_destroy(&fa);
-  if (rc != 0) return absl::InternalError(absl::StrCat("cannot start ", binary, ": error ", rc));
+  return rc == 0 ? pid : -1;
+}
+
+std::string ModelsDir() {
+  const char* env = std::getenv("TANDEM_MODELS_DIR");
+  return env != nullptr && *env != '\0' ? env : TANDEM_DEFAULT_MODELS_DIR;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<VerifierProcess>> VerifierProcess::Start(
+    const std::string& binary, const std::string& model_path, int threads,
+    const std::string& work_dir, const std::string& log_file,
+    const std::vector<std::string>& extra_args) {
+  const std::string port_file = work_dir + "/verifier.port";
+  std::filesystem::remove(port_file);
+  std::vector<std::string> args = {binary,        "--model",     model_path,
+                                   "--listen",    "127.0.0.1:0", "--port-file",
+                                   port_file,     "--threads",   std::to_string(threads),
+                                   "--log-level", "warn"};
+  args.insert(args.end(), extra_args.begin(), extra_args.end());
+  const pid_t pid = Spawn(args, log_file);
+  if (pid < 0) return absl::InternalError(absl::StrCat("cannot start ", binary));
   std::unique_ptr<VerifierProcess> v(new VerifierProcess);
   v->pid_ = pid;
   const double deadline = MonotonicSeconds() + 60;  // a 110M model loads in well under that
@@ -48,6 +65,7 @@ absl::StatusOr<std::unique_ptr<VerifierProcess>> VerifierProcess::Start(
     int port = 0;
     if (in >> port && port > 0) {
       v->port_ = port;
+      in >> v->metrics_port_;  // line 2: the metrics port, or 0
       return v;
     }
     int status = 0;
@@ -58,6 +76,18 @@ absl::StatusOr<std::unique_ptr<VerifierProcess>> VerifierProcess::Start(
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   return absl::DeadlineExceededError(absl::StrCat("tandem-verifier did not serve; see ", log_file));
+}
+
+bool VerifierProcess::KnowsFlag(const std::string& binary, const std::string& flag,
+                                const std::string& work_dir) {
+  const std::string log = work_dir + "/verifier-flag-probe.log";
+  std::vector<std::string> args = {binary, "--" + flag, "on"};
+  const pid_t pid = Spawn(args, log);
+  if (pid < 0) return false;
+  waitpid(pid, nullptr, 0);
+  std::ifstream in(log);
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  return text.find("unknown flag --" + flag) == std::string::npos;
 }
 
 VerifierProcess::~VerifierProcess() {
@@ -75,6 +105,57 @@ absl::Status EnsureSynth110m(const std::string& path) {
   const std::string tmp = path + ".tmp";
   if (absl::Status st = model::WriteSyntheticGguf(s, model::GgmlType::kQ8_0, tmp); !st.ok()) return st;
   std::filesystem::rename(tmp, path);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<BenchModel> LoadBenchModel(const std::string& name, const std::string& work) {
+  BenchModel m;
+  m.name = name;
+  if (name == "stories260k") {
+    m.path = ModelsDir() + "/stories260K.bin";
+    // Early exit after 4 of 5 layers: tau ~2 at gamma 4 (bench/results/spec-stories260K.json);
+    // after 3 layers tau is 1.28, after 1-2 layers drafts are almost never accepted.
+    m.draft_layers = 4;
+    m.prompts = {"Once upon a time", "The little dog", "Lily and Tom went to the park"};
+    m.tokens = 64;
+    m.runs = 3;
+  } else if (name == "synth110m") {
+    m.path = work + "/synthetic-110m-q8_0.gguf";
+    if (absl::Status s = EnsureSynth110m(m.path); !s.ok()) return s;
+    // Random weights: no draft depth is good; 2 of 12 layers keeps drafting cheap.
+    m.draft_layers = 2;
+    m.prompts = {"Once upon a time", "The little dog", "Lily and Tom went to the park"};
+    m.tokens = 32;
+    m.runs = 2;
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat("unknown model '", name, "' (stories260k, synth110m)"));
+  }
+  model::ModelLoadOptions lo;
+  lo.path = m.path;
+  auto loaded = model::Model::Load(lo);
+  if (!loaded.ok()) return loaded.status();
+  m.model = std::move(*loaded);
+  const int n = m.model->config().n_layers;
+  if (name == "stories260k") {
+    for (int k = 1; k < n; ++k) m.split_layers.push_back(k);
+  } else {
+    // Every k costs the same bytes (the states are dim wide at any depth) and, with edge and
+    // verifier on the same CPU, nearly the same compute: a spread of k keeps the grid's time down.
+    m.split_layers = {1, n / 4, n / 2, n - 1};
+  }
+  return m;
+}
+
+absl::Status WriteFileAtomically(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << text;
+    if (!out) return absl::PermissionDeniedError(absl::StrCat("cannot write ", tmp));
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) return absl::PermissionDeniedError(absl::StrCat("cannot write ", path, ": ", ec.message()));
   return absl::OkStatus();
 }
 

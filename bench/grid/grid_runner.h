@@ -18,21 +18,28 @@
 namespace tandem::bench {
 
 // A tandem-verifier child on 127.0.0.1 (a free port, read from its --port-file), killed on
-// destruction. Its stderr goes to `log_file`.
+// destruction. Its stderr goes to `log_file`. `extra_args` are appended to its command line; with
+// "--metrics-listen 127.0.0.1:0" among them, metrics_port() is the /metrics port.
 class VerifierProcess {
  public:
-  static absl::StatusOr<std::unique_ptr<VerifierProcess>> Start(const std::string& binary,
-                                                                const std::string& model_path,
-                                                                int threads,
-                                                                const std::string& work_dir,
-                                                                const std::string& log_file);
+  static absl::StatusOr<std::unique_ptr<VerifierProcess>> Start(
+      const std::string& binary, const std::string& model_path, int threads,
+      const std::string& work_dir, const std::string& log_file,
+      const std::vector<std::string>& extra_args = {});
+  // Whether `binary` accepts --`flag` (it is run once with that flag alone and exits at once,
+  // complaining of an unknown flag or of the missing model).
+  static bool KnowsFlag(const std::string& binary, const std::string& flag,
+                        const std::string& work_dir);
   ~VerifierProcess();
   int port() const { return port_; }
+  int metrics_port() const { return metrics_port_; }
+  int pid() const { return pid_; }
 
  private:
   VerifierProcess() = default;
   int pid_ = -1;
   int port_ = 0;
+  int metrics_port_ = 0;
 };
 
 // A model under test: loaded once, served by the verifier and used by the edge (the edge needs
@@ -47,6 +54,14 @@ struct BenchModel {
   int tokens = 64;  // per generation
   int runs = 3;     // measured generations per configuration
 };
+
+// Loads `name` ("stories260k" from the models directory: $TANDEM_MODELS_DIR or the build's
+// default; "synth110m", created in `work` on first use) with its drafter depth, split layers,
+// prompts and default sizes.
+absl::StatusOr<BenchModel> LoadBenchModel(const std::string& name, const std::string& work);
+
+// Writes `text` to `path` through a temporary file.
+absl::Status WriteFileAtomically(const std::string& path, const std::string& text);
 
 // Creates the synthetic 110M model (dim 768, hidden 2048, 12 layers, 12 heads, vocab 32000,
 // seq-len 1024, q8_0, seed 110) at `path` unless it exists.

@@ -7,6 +7,14 @@
 //   tandem-bench drop --out FILE.json [--tokens 256] [--rtt-ms 20] [--up-kbps 10000]
 //                     [--drop-factor 10] [--downlink-kbps 50000] [--verifier-bin PATH] [--work DIR]
 //                     [--verbose]
+//   tandem-bench load --out FILE.json [--quick] [--models stories260k,synth110m]
+//                     [--sessions 1,4,16,64,128] [--batching on,off] [--tokens N] [--gamma 4]
+//                     [--corrupt 0.25] [--cloud-share 0] [--seed 1] [--rtt-ms 0] [--min-seconds 3]
+//                     [--verifier-threads 2] [--verifier-args "ARGS"] [--verifier-bin PATH]
+//                     [--work DIR]
+//   tandem-bench overload --out FILE.json [--model synth110m] [--capacity 8] [--factor 4]
+//                     [--waves 3] [--tokens 32] [--batching on|off] [--fast-ms 100] (and the
+//                     oracle and verifier flags of load)
 // --verbose prints the scheduler's decisions (EdgeOptions::on_debug) of the auto runs.
 //
 // grid: for every model, RTT and uplink, every configuration (cloud; spec with gamma 2, 4, 8;
@@ -22,11 +30,25 @@
 // calibration run on the same link) the emulator's schedule divides the uplink by
 // --drop-factor. The JSON holds each round's configuration and link estimates, and how many
 // rounds after the drop the configuration changed and the uplink estimate came within 30%.
+//
+// load: the verifier's capacity. For every model, session count N and batching mode, a fresh
+// tandem-verifier process serves a warm-up wave, then N sessions started at once by N threads of
+// this process that draft with an oracle (bench/grid/load_runner.h): verified tokens/s, round
+// latency percentiles, the verifier's batch sizes (its /metrics, before and after), peak and
+// after-the-fact RSS, and every session's text checked against the target's own greedy
+// continuation. Rows are rewritten to the JSON after each configuration.
+//
+// overload: a verifier with --max-sessions C gets waves of factor x C sessions at once: how fast
+// the excess is refused (RESOURCE_EXHAUSTED), that the admitted ones are served correctly, and
+// the verifier's RSS after each wave.
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <set>
 #include <thread>
+
+#include <sys/resource.h>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -34,6 +56,8 @@
 #include "absl/strings/str_split.h"
 #include "bench/grid/grid_report.h"
 #include "bench/grid/grid_runner.h"
+#include "bench/grid/load_report.h"
+#include "bench/grid/load_runner.h"
 #include "common/util/clock.h"
 #include "common/util/flags.h"
 
@@ -47,7 +71,15 @@ constexpr char kUsage[] =
     "                         [--split-layers LIST] [--verifier-threads T] [--verbose]\n"
     "       tandem-bench drop --out FILE.json [--tokens N] [--rtt-ms MS] [--up-kbps K]\n"
     "                         [--drop-factor F] [--downlink-kbps K] [--verifier-bin PATH] [--work DIR]\n"
-    "                         [--verbose]\n";
+    "                         [--verbose]\n"
+    "       tandem-bench load --out FILE.json [--quick] [--models stories260k,synth110m]\n"
+    "                         [--sessions 1,4,16,64,128] [--batching on,off] [--tokens N] [--gamma G]\n"
+    "                         [--corrupt P] [--cloud-share S] [--seed S] [--rtt-ms MS] [--min-seconds S]\n"
+    "                         [--verifier-threads T] [--verifier-args \"ARGS\"] [--verifier-bin PATH]\n"
+    "                         [--work DIR]\n"
+    "       tandem-bench overload --out FILE.json [--model synth110m] [--capacity C] [--factor F]\n"
+    "                         [--waves W] [--tokens N] [--batching on|off] [--fast-ms MS] (and the\n"
+    "                         oracle and verifier flags of load)\n";
 
 int Fail(const absl::Status& s) {
   std::fprintf(stderr, "tandem-bench: error: %s\n", s.ToString().c_str());
@@ -82,11 +114,6 @@ std::string SelfDir() {
   return ec ? std::string(".") : self.parent_path().string();
 }
 
-std::string ModelsDir() {
-  const char* env = std::getenv("TANDEM_MODELS_DIR");
-  return env != nullptr && *env != '\0' ? env : TANDEM_DEFAULT_MODELS_DIR;
-}
-
 // Flags shared by both commands.
 struct Common {
   std::string out, verifier_bin, work;
@@ -116,46 +143,6 @@ absl::StatusOr<Common> ParseCommon(const Flags& flags) {
   return c;
 }
 
-// Loads `name` ("stories260k" or "synth110m", the latter created in `work` on first use) with its
-// drafter depth, split layers, prompts and default sizes.
-absl::StatusOr<BenchModel> LoadBenchModel(const std::string& name, const std::string& work) {
-  BenchModel m;
-  m.name = name;
-  if (name == "stories260k") {
-    m.path = ModelsDir() + "/stories260K.bin";
-    // Early exit after 4 of 5 layers: tau ~2 at gamma 4 (bench/results/spec-stories260K.json);
-    // after 3 layers tau is 1.28, after 1-2 layers drafts are almost never accepted.
-    m.draft_layers = 4;
-    m.prompts = {"Once upon a time", "The little dog", "Lily and Tom went to the park"};
-    m.tokens = 64;
-    m.runs = 3;
-  } else if (name == "synth110m") {
-    m.path = work + "/synthetic-110m-q8_0.gguf";
-    if (absl::Status s = EnsureSynth110m(m.path); !s.ok()) return s;
-    // Random weights: no draft depth is good; 2 of 12 layers keeps drafting cheap.
-    m.draft_layers = 2;
-    m.prompts = {"Once upon a time", "The little dog", "Lily and Tom went to the park"};
-    m.tokens = 32;
-    m.runs = 2;
-  } else {
-    return absl::InvalidArgumentError(absl::StrCat("unknown model '", name, "' (stories260k, synth110m)"));
-  }
-  model::ModelLoadOptions lo;
-  lo.path = m.path;
-  auto loaded = model::Model::Load(lo);
-  if (!loaded.ok()) return loaded.status();
-  m.model = std::move(*loaded);
-  const int n = m.model->config().n_layers;
-  if (name == "stories260k") {
-    for (int k = 1; k < n; ++k) m.split_layers.push_back(k);
-  } else {
-    // Every k costs the same bytes (the states are dim wide at any depth) and, with edge and
-    // verifier on the same CPU, nearly the same compute: a spread of k keeps the grid's time down.
-    m.split_layers = {1, n / 4, n / 2, n - 1};
-  }
-  return m;
-}
-
 std::string JoinNumbers(const std::vector<double>& v) {
   std::vector<std::string> parts;
   for (double x : v) parts.push_back(JsonNumber(x));
@@ -174,19 +161,6 @@ std::string PolicyJson(const edge::SchedulerPolicy& p) {
       .Add("max_gamma", p.max_gamma).Add("min_split_layer", p.min_split_layer)
       .Add("hysteresis", p.hysteresis);
   return o.Str();
-}
-
-absl::Status WriteFile(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << text;
-    if (!out) return absl::PermissionDeniedError(absl::StrCat("cannot write ", tmp));
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) return absl::PermissionDeniedError(absl::StrCat("cannot write ", path, ": ", ec.message()));
-  return absl::OkStatus();
 }
 
 int Grid(const Flags& flags) {
@@ -301,7 +275,7 @@ int Grid(const Flags& flags) {
             ",\n  \"target_share\": 0.9",
             ",\n  \"summary\": ", JsonArrayLines(cell_json, 4),
             ",\n  \"rows\": ", JsonArrayLines(row_json, 4), "\n}\n");
-        if (absl::Status s = WriteFile(common->out, json); !s.ok()) return Fail(s);
+        if (absl::Status s = WriteFileAtomically(common->out, json); !s.ok()) return Fail(s);
       }
     }
   }
@@ -436,7 +410,259 @@ int Drop(const Flags& flags) {
       ",\n  \"downlink_kbps\": ", JsonNumber(*down),
       ",\n  \"verifier_threads\": ", common->verifier_threads, ",\n  \"edge_threads\": 1",
       ",\n  \"runs\": ", JsonArrayLines(runs, 4), "\n}\n");
-  if (absl::Status s = WriteFile(common->out, json); !s.ok()) return Fail(s);
+  if (absl::Status s = WriteFileAtomically(common->out, json); !s.ok()) return Fail(s);
+  return 0;
+}
+
+// A number in [lo, hi] (default `def`).
+absl::StatusOr<double> NumberIn(const Flags& flags, const std::string& name, double def, double lo,
+                                double hi) {
+  if (!flags.Has(name)) return def;
+  double v = 0;
+  if (!absl::SimpleAtod(flags.String(name), &v) || !(v >= lo && v <= hi)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", name, " must be a number in [", lo, ", ", hi, "], got '", flags.String(name), "'"));
+  }
+  return v;
+}
+
+// The oracle, session and verifier flags of load and overload.
+absl::StatusOr<LoadSettings> ParseLoadSettings(const Flags& flags, const Common& common,
+                                               int default_tokens) {
+  LoadSettings s;
+  s.verifier_bin = common.verifier_bin;
+  s.work = common.work;
+  // The edges are cheap threads here: the verifier gets both cores unless told otherwise.
+  s.verifier_threads = flags.Has("verifier-threads") ? common.verifier_threads : 2;
+  auto tokens = flags.Int("tokens", default_tokens, 1, 4000);
+  auto gamma = flags.Int("gamma", 4, 0, 16);
+  auto seed = flags.Uint64("seed", 1);
+  auto corrupt = NumberIn(flags, "corrupt", 0.25, 0, 1);
+  auto cloud = NumberIn(flags, "cloud-share", 0, 0, 1);
+  auto rtt = NumberIn(flags, "rtt-ms", 0, 0, 10000);
+  auto min_seconds = NumberIn(flags, "min-seconds", 3, 0, 3600);
+  for (const absl::Status& st : {tokens.status(), gamma.status(), seed.status(), corrupt.status(),
+                                 cloud.status(), rtt.status(), min_seconds.status()}) {
+    if (!st.ok()) return st;
+  }
+  s.tokens = static_cast<int>(*tokens);
+  s.gamma = static_cast<int>(*gamma);
+  s.seed = *seed;
+  s.corrupt = *corrupt;
+  s.cloud_share = *cloud;
+  s.rtt_ms = *rtt;
+  s.min_seconds = *min_seconds;
+  s.verifier_args = absl::StrSplit(flags.String("verifier-args"), ' ', absl::SkipEmpty());
+  s.batching_flag = VerifierProcess::KnowsFlag(s.verifier_bin, "batching", s.work);
+  if (!s.batching_flag) {
+    std::fprintf(stderr, "tandem-bench: %s has no --batching flag: one mode only (\"default\")\n",
+                 s.verifier_bin.c_str());
+  }
+  return s;
+}
+
+std::string StringList(const std::vector<std::string>& v) {
+  std::vector<std::string> quoted;
+  for (const std::string& x : v) quoted.push_back(JsonQuote(x));
+  return "[" + absl::StrJoin(quoted, ", ") + "]";
+}
+
+std::string SettingsJson(const LoadSettings& s) {
+  return JsonObject()
+      .Add("verifier_threads", s.verifier_threads)
+      .Add("verifier_batching_flag", s.batching_flag)
+      .AddRaw("verifier_args", StringList(s.verifier_args))
+      .Add("tokens_per_session", s.tokens)
+      .Add("gamma", s.gamma)
+      .Add("corrupt", s.corrupt)
+      .Add("cloud_share", s.cloud_share)
+      .Add("seed", static_cast<int64_t>(s.seed))
+      .Add("rtt_ms", s.rtt_ms)
+      .Add("min_seconds", s.min_seconds)
+      .Add("warmup_sessions", s.warmup_sessions)
+      .Add("warmup_tokens", s.warmup_tokens)
+      .Str();
+}
+
+std::string ReferencesJson(const BenchModel& m, const LoadReferences& r) {
+  std::vector<std::string> lengths;
+  for (const Reference& ref : r.references) lengths.push_back(std::to_string(ref.tokens.size()));
+  return JsonObject()
+      .Add("name", m.name)
+      .Add("file", std::filesystem::path(m.path).filename().string())
+      .Add("layers", m.model->config().n_layers)
+      .Add("dim", m.model->config().dim)
+      .Add("vocab", m.model->config().vocab_size)
+      .AddRaw("prompts", StringList(r.texts))
+      .AddRaw("reference_tokens", "[" + absl::StrJoin(lengths, ", ") + "]")
+      .Add("reference_seconds", r.seconds)
+      .Add("max_tokens_per_session", r.context)
+      .Str();
+}
+
+int64_t SelfPeakRss() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<int64_t>(u.ru_maxrss) * 1024;
+}
+
+int Load(const Flags& flags) {
+  absl::StatusOr<Common> common = ParseCommon(flags);
+  if (!common.ok()) return Fail(common.status());
+  const bool quick = flags.Has("quick");
+  absl::StatusOr<LoadSettings> s = ParseLoadSettings(flags, *common, quick ? 16 : 64);
+  if (!s.ok()) return Fail(s.status());
+  if (quick) {
+    s->warmup_sessions = 2;
+    s->warmup_tokens = 8;
+    if (!flags.Has("min-seconds")) s->min_seconds = 0.2;
+  }
+  auto sessions = ParseList(flags, "sessions", quick ? std::vector<double>{1, 4}
+                                                     : std::vector<double>{1, 4, 16, 64, 128});
+  if (!sessions.ok()) return Fail(sessions.status());
+  std::vector<std::string> modes = absl::StrSplit(flags.String("batching", "on,off"), ',');
+  for (const std::string& mode : modes) {
+    if (mode != "on" && mode != "off") {
+      return Fail(absl::InvalidArgumentError(absl::StrCat("--batching: '", mode, "' is not on or off")));
+    }
+  }
+  if (!s->batching_flag) modes = {"default"};
+  const std::vector<std::string> model_names =
+      absl::StrSplit(flags.String("models", quick ? "stories260k" : "stories260k,synth110m"), ',');
+
+  const double t_start = MonotonicSeconds();
+  std::vector<LoadRow> rows;
+  std::vector<std::string> model_meta;
+  auto write = [&]() {
+    const std::vector<BatchingComparison> comparisons = CompareBatching(rows);
+    std::vector<std::string> row_json, cmp_json;
+    for (const LoadRow& r : rows) row_json.push_back(LoadRowJson(r));
+    double min_speedup = 0, min_speedup_110m_16 = 0;
+    bool any = false, any_110m_16 = false;
+    for (const BatchingComparison& c : comparisons) {
+      cmp_json.push_back(ComparisonJson(c));
+      min_speedup = any ? std::min(min_speedup, c.speedup) : c.speedup;
+      any = true;
+      if (c.model == "synth110m" && c.sessions >= 16) {
+        min_speedup_110m_16 = any_110m_16 ? std::min(min_speedup_110m_16, c.speedup) : c.speedup;
+        any_110m_16 = true;
+      }
+    }
+    int64_t mismatches = 0, errors = 0;
+    for (const LoadRow& r : rows) {
+      mismatches += r.totals.mismatches + r.warmup_mismatches;
+      errors += r.totals.errors + (r.error.empty() ? 0 : 1);
+    }
+    const std::string json = absl::StrCat(
+        "{\n  \"bench\": \"load\",\n  \"quick\": ", quick ? "true" : "false",
+        ",\n  \"host_cpus\": ", std::thread::hardware_concurrency(),
+        ",\n  \"settings\": ", SettingsJson(*s),
+        ",\n  \"models\": ", JsonArrayLines(model_meta, 4),
+        ",\n  \"wall_s\": ", JsonNumber(MonotonicSeconds() - t_start),
+        ",\n  \"bench_peak_rss_bytes\": ", SelfPeakRss(),
+        ",\n  \"mismatches_total\": ", mismatches, ",\n  \"errors_total\": ", errors,
+        ",\n  \"min_speedup\": ", any ? JsonNumber(min_speedup) : "null",
+        ",\n  \"batching_never_loses\": ", any ? (min_speedup >= 0.95 ? "true" : "false") : "null",
+        ",\n  \"min_speedup_synth110m_16plus\": ", any_110m_16 ? JsonNumber(min_speedup_110m_16) : "null",
+        ",\n  \"batching_doubles_synth110m_16plus\": ",
+        any_110m_16 ? (min_speedup_110m_16 >= 2 ? "true" : "false") : "null",
+        ",\n  \"comparisons\": ", JsonArrayLines(cmp_json, 4),
+        ",\n  \"rows\": ", JsonArrayLines(row_json, 4), "\n}\n");
+    return WriteFileAtomically(common->out, json);
+  };
+  for (const std::string& name : model_names) {
+    absl::StatusOr<BenchModel> m = LoadBenchModel(name, common->work);
+    if (!m.ok()) return Fail(m.status());
+    absl::StatusOr<LoadReferences> refs = MakeReferences(*m, *s);
+    if (!refs.ok()) return Fail(refs.status());
+    model_meta.push_back(ReferencesJson(*m, *refs));
+    std::fprintf(stderr, "tandem-bench: %s: %zu prompts, references in %.1f s; %zu x %zu configurations\n",
+                 name.c_str(), refs->prompts.size(), refs->seconds, sessions->size(), modes.size());
+    for (double n : *sessions) {
+      for (const std::string& mode : modes) {
+        LoadRow row = MeasureLoad(*m, *refs, static_cast<int>(n), mode, *s);
+        std::fprintf(stderr,
+                     "tandem-bench: %-12s N %4d batching %-7s %9.1f tok/s  round p50 %7.2f p99 %7.2f ms"
+                     "  %d mismatches, %d errors%s%s\n",
+                     name.c_str(), row.sessions, mode.c_str(), row.verified_tokens_per_s,
+                     Percentile(row.totals.round_ms, 0.5), Percentile(row.totals.round_ms, 0.99),
+                     row.totals.mismatches, row.totals.errors, row.error.empty() ? "" : " ERROR ", row.error.c_str());
+        rows.push_back(std::move(row));
+        if (absl::Status st = write(); !st.ok()) return Fail(st);
+      }
+    }
+  }
+  std::fputs(LoadTable(rows, CompareBatching(rows)).c_str(), stderr);
+  std::fprintf(stderr, "tandem-bench: %.0f s; wrote %s\n", MonotonicSeconds() - t_start, common->out.c_str());
+  return 0;
+}
+
+int Overload(const Flags& flags) {
+  absl::StatusOr<Common> common = ParseCommon(flags);
+  if (!common.ok()) return Fail(common.status());
+  absl::StatusOr<LoadSettings> s = ParseLoadSettings(flags, *common, 32);
+  if (!s.ok()) return Fail(s.status());
+  auto capacity = flags.Int("capacity", 8, 1, 1024);
+  auto factor = flags.Int("factor", 4, 2, 64);
+  auto waves = flags.Int("waves", 3, 1, 100);
+  auto fast_ms = PositiveNumber(flags, "fast-ms", 100);
+  for (const absl::Status& st : {capacity.status(), factor.status(), waves.status(), fast_ms.status()}) {
+    if (!st.ok()) return Fail(st);
+  }
+  const std::string batching = flags.String("batching", s->batching_flag ? "on" : "default");
+  if (s->batching_flag ? (batching != "on" && batching != "off") : batching != "default") {
+    return Fail(absl::InvalidArgumentError(absl::StrCat("--batching: '", batching, "' is not ",
+                                                        s->batching_flag ? "on or off" : "available")));
+  }
+  s->warmup_sessions = static_cast<int>(*factor * *capacity);  // a wave like the measured ones
+  s->warmup_tokens = s->tokens;
+  const std::string name = flags.String("model", "synth110m");
+  absl::StatusOr<BenchModel> m = LoadBenchModel(name, common->work);
+  if (!m.ok()) return Fail(m.status());
+  absl::StatusOr<LoadReferences> refs = MakeReferences(*m, *s);
+  if (!refs.ok()) return Fail(refs.status());
+  const double t_start = MonotonicSeconds();
+  absl::StatusOr<OverloadRun> run = MeasureOverload(*m, *refs, static_cast<int>(*capacity),
+                                                    static_cast<int>(*factor), static_cast<int>(*waves),
+                                                    batching, *s);
+  if (!run.ok()) return Fail(run.status());
+  const OverloadVerdict v = JudgeOverload(run->waves, static_cast<int>(*capacity), *fast_ms);
+  std::vector<std::string> wave_json;
+  for (size_t i = 0; i < run->waves.size(); ++i) {
+    const OverloadWave& w = run->waves[i];
+    const SessionTotals& t = w.totals;
+    wave_json.push_back(OverloadWaveJson(w));
+    std::fprintf(stderr,
+                 "tandem-bench: wave %zu: %d sessions, %d admitted, %d refused (p50 %.2f ms, p99 %.2f ms),"
+                 " %d errors, %d mismatches, %.2f s, verifier RSS after %.1f MiB%s%s\n",
+                 i + 1, w.sessions, t.admitted, t.refused, Percentile(t.refusal_ms, 0.5),
+                 Percentile(t.refusal_ms, 0.99), t.errors, t.mismatches, w.wall_s,
+                 static_cast<double>(w.rss_after_bytes) / (1 << 20),
+                 t.first_error.empty() ? "" : "; first error: ", t.first_error.c_str());
+  }
+  std::fprintf(stderr,
+               "tandem-bench: overload: exactly %lld admitted per wave: %s; correct: %s; refusals p99 "
+               "%.2f ms <= %g ms: %s; RSS growth over the waves %+.1f MiB: %s\n",
+               static_cast<long long>(*capacity), v.admitted_exactly_capacity ? "yes" : "NO",
+               v.correct ? "yes" : "NO", v.refusal_p99_ms, *fast_ms, v.fast_refusals ? "yes" : "NO",
+               static_cast<double>(v.rss_growth_bytes) / (1 << 20), v.rss_stable ? "stable" : "GROWS");
+  const std::string json = absl::StrCat(
+      "{\n  \"bench\": \"overload\",\n  \"host_cpus\": ", std::thread::hardware_concurrency(),
+      ",\n  \"settings\": ", SettingsJson(*s), ",\n  \"model\": ", ReferencesJson(*m, *refs),
+      ",\n  \"batching\": ", JsonQuote(batching), ",\n  \"capacity\": ", *capacity,
+      ",\n  \"factor\": ", *factor, ",\n  \"fast_ms\": ", JsonNumber(*fast_ms),
+      ",\n  \"wall_s\": ", JsonNumber(MonotonicSeconds() - t_start),
+      ",\n  \"rss_after_warmup_bytes\": ", run->rss_after_warmup_bytes,
+      ",\n  \"peak_rss_bytes\": ", run->peak_rss_bytes,
+      ",\n  \"admitted_exactly_capacity\": ", v.admitted_exactly_capacity ? "true" : "false",
+      ",\n  \"correct\": ", v.correct ? "true" : "false",
+      ",\n  \"p50_refusal_ms\": ", JsonNumber(v.refusal_p50_ms),
+      ",\n  \"p99_refusal_ms\": ", JsonNumber(v.refusal_p99_ms),
+      ",\n  \"fast_refusals\": ", v.fast_refusals ? "true" : "false",
+      ",\n  \"rss_growth_bytes\": ", v.rss_growth_bytes,
+      ",\n  \"rss_stable\": ", v.rss_stable ? "true" : "false",
+      ",\n  \"waves\": ", JsonArrayLines(wave_json, 4), "\n}\n");
+  if (absl::Status st = WriteFileAtomically(common->out, json); !st.ok()) return Fail(st);
   return 0;
 }
 
@@ -445,23 +671,38 @@ int Drop(const Flags& flags) {
 
 int main(int argc, char** argv) {
   using namespace tandem;
-  if (argc < 2 || (std::string(argv[1]) != "grid" && std::string(argv[1]) != "drop")) {
+  const std::string cmd = argc < 2 ? "" : argv[1];
+  // The oracle, session and verifier flags of load and overload.
+  const std::set<std::string> load_flags = {"out",  "tokens", "gamma", "corrupt", "cloud-share",
+                                            "seed", "rtt-ms", "verifier-threads", "verifier-args",
+                                            "verifier-bin", "work", "batching"};
+  std::set<std::string> known, boolean;
+  if (cmd == "grid") {
+    known = {"out", "models", "tokens", "runs", "verifier-bin", "work", "rtts-ms",
+             "uplinks-kbps", "downlink-kbps", "split-layers", "verifier-threads"};
+    boolean = {"quick", "verbose"};
+  } else if (cmd == "drop") {
+    known = {"out", "tokens", "rtt-ms", "up-kbps", "drop-factor", "downlink-kbps", "verifier-bin",
+             "work", "verifier-threads"};
+    boolean = {"verbose"};
+  } else if (cmd == "load") {
+    known = load_flags;
+    known.insert({"models", "sessions", "min-seconds"});
+    boolean = {"quick"};
+  } else if (cmd == "overload") {
+    known = load_flags;
+    known.insert({"model", "capacity", "factor", "waves", "fast-ms"});
+  } else {
     std::fputs(bench::kUsage, stderr);
     return 2;
   }
-  const std::string cmd = argv[1];
-  std::vector<std::string> args(argv + 2, argv + argc);
-  auto flags = cmd == "grid"
-                   ? Flags::Parse(args,
-                                  {"out", "models", "tokens", "runs", "verifier-bin", "work", "rtts-ms",
-                                   "uplinks-kbps", "downlink-kbps", "split-layers", "verifier-threads"},
-                                  {"quick", "verbose"})
-                   : Flags::Parse(args, {"out", "tokens", "rtt-ms", "up-kbps", "drop-factor",
-                                         "downlink-kbps", "verifier-bin", "work", "verifier-threads"},
-                                  {"verbose"});
+  auto flags = Flags::Parse(std::vector<std::string>(argv + 2, argv + argc), known, boolean);
   if (!flags.ok()) {
     std::fprintf(stderr, "tandem-bench: %s\n%s", flags.status().ToString().c_str(), bench::kUsage);
     return 2;
   }
-  return cmd == "grid" ? bench::Grid(*flags) : bench::Drop(*flags);
+  if (cmd == "grid") return bench::Grid(*flags);
+  if (cmd == "drop") return bench::Drop(*flags);
+  if (cmd == "load") return bench::Load(*flags);
+  return bench::Overload(*flags);
 }
