@@ -199,22 +199,34 @@ std::string LoadRowJson(const LoadRow& r) {
 }
 
 std::vector<BatchingComparison> CompareBatching(const std::vector<LoadRow>& rows) {
+  // Per (model, N): the mean of each mode's repeats (run in alternating order).
   std::vector<BatchingComparison> out;
-  for (const LoadRow& on : rows) {
-    if (on.batching != "on" || !on.error.empty()) continue;
-    for (const LoadRow& off : rows) {
-      if (off.batching != "off" || off.model != on.model || off.sessions != on.sessions ||
-          !off.error.empty()) {
-        continue;
+  for (const LoadRow& first : rows) {
+    if (first.batching != "on" || !first.error.empty()) continue;
+    bool seen = false;
+    for (const BatchingComparison& c : out) seen = seen || (c.model == first.model && c.sessions == first.sessions);
+    if (seen) continue;
+    double on = 0, off = 0;
+    int n_on = 0, n_off = 0;
+    for (const LoadRow& r : rows) {
+      if (r.model != first.model || r.sessions != first.sessions || !r.error.empty()) continue;
+      if (r.batching == "on") {
+        on += r.verified_tokens_per_s;
+        ++n_on;
+      } else if (r.batching == "off") {
+        off += r.verified_tokens_per_s;
+        ++n_off;
       }
-      BatchingComparison c;
-      c.model = on.model;
-      c.sessions = on.sessions;
-      c.on_tokens_per_s = on.verified_tokens_per_s;
-      c.off_tokens_per_s = off.verified_tokens_per_s;
-      c.speedup = c.off_tokens_per_s > 0 ? c.on_tokens_per_s / c.off_tokens_per_s : 0;
-      out.push_back(c);
     }
+    if (n_off == 0) continue;
+    BatchingComparison c;
+    c.model = first.model;
+    c.sessions = first.sessions;
+    c.repeats = std::min(n_on, n_off);
+    c.on_tokens_per_s = on / n_on;
+    c.off_tokens_per_s = off / n_off;
+    c.speedup = c.off_tokens_per_s > 0 ? c.on_tokens_per_s / c.off_tokens_per_s : 0;
+    out.push_back(c);
   }
   return out;
 }
@@ -226,6 +238,7 @@ std::string ComparisonJson(const BatchingComparison& c) {
       .Add("on_tokens_per_s", c.on_tokens_per_s)
       .Add("off_tokens_per_s", c.off_tokens_per_s)
       .Add("speedup", c.speedup)
+      .Add("repeats", c.repeats)
       .Str();
 }
 

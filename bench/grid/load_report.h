@@ -111,7 +111,8 @@ struct BatchingComparison {
   std::string model;
   int sessions = 0;
   double on_tokens_per_s = 0, off_tokens_per_s = 0;
-  double speedup = 0;  // on / off; 0 when either is missing
+  double speedup = 0;  // on / off (means over the repeats); 0 when either is missing
+  int repeats = 1;      // measurements of each mode
 };
 std::vector<BatchingComparison> CompareBatching(const std::vector<LoadRow>& rows);
 std::string ComparisonJson(const BatchingComparison& c);

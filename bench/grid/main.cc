@@ -8,7 +8,7 @@
 //                     [--drop-factor 10] [--downlink-kbps 50000] [--verifier-bin PATH] [--work DIR]
 //                     [--verbose]
 //   tandem-bench load --out FILE.json [--quick] [--models stories260k,synth110m]
-//                     [--sessions 1,4,16,64,128] [--batching on,off] [--tokens N] [--gamma 4]
+//                     [--sessions 1,4,16,64,128] [--batching on,off] [--repeats 2] [--tokens N] [--gamma 4]
 //                     [--corrupt 0.25] [--cloud-share 0] [--seed 1] [--rtt-ms 0] [--min-seconds 3]
 //                     [--verifier-threads 2] [--verifier-args "ARGS"] [--verifier-bin PATH]
 //                     [--work DIR]
@@ -73,7 +73,7 @@ constexpr char kUsage[] =
     "                         [--drop-factor F] [--downlink-kbps K] [--verifier-bin PATH] [--work DIR]\n"
     "                         [--verbose]\n"
     "       tandem-bench load --out FILE.json [--quick] [--models stories260k,synth110m]\n"
-    "                         [--sessions 1,4,16,64,128] [--batching on,off] [--tokens N] [--gamma G]\n"
+    "                         [--sessions 1,4,16,64,128] [--batching on,off] [--repeats R] [--tokens N] [--gamma G]\n"
     "                         [--corrupt P] [--cloud-share S] [--seed S] [--rtt-ms MS] [--min-seconds S]\n"
     "                         [--verifier-threads T] [--verifier-args \"ARGS\"] [--verifier-bin PATH]\n"
     "                         [--work DIR]\n"
@@ -527,6 +527,9 @@ int Load(const Flags& flags) {
     }
   }
   if (!s->batching_flag) modes = {"default"};
+  absl::StatusOr<int64_t> repeats_flag = flags.Int("repeats", quick ? 1 : 2, 1, 10);
+  if (!repeats_flag.ok()) return Fail(repeats_flag.status());
+  const int repeats = static_cast<int>(*repeats_flag);
   const std::vector<std::string> model_names =
       absl::StrSplit(flags.String("models", quick ? "stories260k" : "stories260k,synth110m"), ',');
 
@@ -579,7 +582,17 @@ int Load(const Flags& flags) {
     std::fprintf(stderr, "tandem-bench: %s: %zu prompts, references in %.1f s; %zu x %zu configurations\n",
                  name.c_str(), refs->prompts.size(), refs->seconds, sessions->size(), modes.size());
     for (double n : *sessions) {
-      for (const std::string& mode : modes) {
+      // Each mode `repeats` times, in alternating order (on, off, off, on, ...), so that a drift
+      // of the machine's speed does not favour either.
+      std::vector<std::string> order;
+      for (int rep = 0; rep < repeats; ++rep) {
+        if (rep % 2 == 0) {
+          order.insert(order.end(), modes.begin(), modes.end());
+        } else {
+          order.insert(order.end(), modes.rbegin(), modes.rend());
+        }
+      }
+      for (const std::string& mode : order) {
         LoadRow row = MeasureLoad(*m, *refs, static_cast<int>(n), mode, *s);
         std::fprintf(stderr,
                      "tandem-bench: %-12s N %4d batching %-7s %9.1f tok/s  round p50 %7.2f p99 %7.2f ms"
@@ -687,7 +700,7 @@ int main(int argc, char** argv) {
     boolean = {"verbose"};
   } else if (cmd == "load") {
     known = load_flags;
-    known.insert({"models", "sessions", "min-seconds"});
+    known.insert({"models", "sessions", "min-seconds", "repeats"});
     boolean = {"quick"};
   } else if (cmd == "overload") {
     known = load_flags;
