@@ -69,7 +69,7 @@ int TargetVerifier::PendingPrefill() const {
 
 bool TargetVerifier::BeginPrefill(int max_rows, model::BatchItem* item) {
   const int pending = std::min(PendingPrefill(), std::max(1, max_rows));
-  if (PendingPrefill() == 0) return false;
+  if (pending == 0) return false;
   const int from = cache_.length();
   item->request = model::ForwardRequest{};
   item->request.layer_begin = layer_begin_;
@@ -245,9 +245,11 @@ absl::Status TargetVerifier::BeginRound(std::span<const int32_t> drafts,
 }
 
 absl::StatusOr<VerifyResult> TargetVerifier::EndRound(const absl::Status& pass) {
-  if (!round_open_) return absl::FailedPreconditionError("no round begun");
+  // A failed pass, or the error of a BeginRound that failed, is the round's result as it is.
+  const bool open = round_open_;
   round_open_ = false;
   RETURN_IF_ERROR(pass);
+  if (!open) return absl::FailedPreconditionError("no round begun");
   ++forward_passes_;
   const DraftTree& tree = tree_;
   const int m = static_cast<int>(round_context_.size());

@@ -80,6 +80,7 @@ class TargetVerifier {
                           const DraftProbs& q, model::BatchItem* item,
                           std::span<const float> states = {},
                           std::span<const int32_t> context = {}, bool want_hidden = false);
+  // `pass`: the item's status, or BeginRound's error (returned as it is).
   absl::StatusOr<VerifyResult> EndRound(const absl::Status& pass);
   const model::ForwardResult& pass_result() const { return out_; }
 

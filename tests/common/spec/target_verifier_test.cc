@@ -79,5 +79,48 @@ TEST_F(TargetVerifierTest, BadRoundsAreRejectedAndChangeNothing) {
   EXPECT_TRUE((*v)->VerifyRound(*engine_, two, {}, DraftProbs{}).ok());
 }
 
+// The halves a batching worker uses: a round begun, run by the caller and ended gives what
+// VerifyRound gives; a Begin that fails hands its own error through End (the worker passes it
+// on), and End without a Begin is refused. Prefill runs in chunks of the size asked for.
+TEST_F(TargetVerifierTest, HalvesGiveWhatTheOneCallGives) {
+  std::vector<int32_t> prompt = model_->vocab().Encode("Once upon a time there was", true);
+  auto whole = TargetVerifier::Create(*model_, 64, {});
+  auto halves = TargetVerifier::Create(*model_, 64, {});
+  ASSERT_TRUE(whole.ok() && halves.ok());
+  ASSERT_TRUE((*whole)->Commit(*engine_, prompt).ok());
+  ASSERT_TRUE((*halves)->Append(prompt).ok());
+  model::BatchItem item;
+  int chunks = 0;
+  while ((*halves)->BeginPrefill(2, &item)) {
+    EXPECT_LE(item.request.tokens.size(), 2u);
+    ASSERT_TRUE((*halves)->EndPrefill(engine_->Forward(item.request, item.cache, item.result)).ok());
+    ++chunks;
+  }
+  const int positions = static_cast<int>(prompt.size()) - 1;  // the last one is the next root
+  EXPECT_EQ(chunks, (positions + 1) / 2);
+  EXPECT_EQ((*halves)->PendingPrefill(), 0);
+
+  const std::vector<int32_t> drafts = {300, 12, 77};
+  auto want = (*whole)->VerifyRound(*engine_, drafts, {}, DraftProbs{});
+  ASSERT_TRUE(want.ok());
+  const DraftProbs none;
+  ASSERT_TRUE((*halves)->BeginRound(drafts, {}, none, &item).ok());
+  auto got = (*halves)->EndRound(engine_->Forward(item.request, item.cache, item.result));
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->path, want->path);
+  EXPECT_EQ(got->next_token, want->next_token);
+  EXPECT_EQ((*halves)->committed(), (*whole)->committed());
+
+  // A Begin that fails: its error comes back through End, and nothing changes.
+  const std::vector<int32_t> too_many(80, 5);
+  absl::Status begun = (*halves)->BeginRound(too_many, {}, none, &item);
+  EXPECT_TRUE(absl::IsResourceExhausted(begun)) << begun;
+  auto ended = (*halves)->EndRound(begun);
+  EXPECT_TRUE(absl::IsResourceExhausted(ended.status())) << ended.status();
+  EXPECT_EQ((*halves)->committed(), (*whole)->committed());
+  EXPECT_EQ((*halves)->EndRound(absl::OkStatus()).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
 }  // namespace
 }  // namespace tandem::spec
